@@ -1,0 +1,122 @@
+"""Atomic writes and checked reads of the files mtl3d exchanges (images, arrays, JSON).
+
+Every reader turns a missing, truncated or undecodable file into an `Mtl3dError` that names the file, so a bad
+sample in a dataset of thousands is found at once. Every writer goes through a temporary file in the destination
+directory and `os.replace`, so a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+
+from mtl3dcli.errors import Mtl3dError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed over `path`, on failure removed.
+
+    `suffix` defaults to the destination's suffix so writers that infer the format from the name still work.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise Mtl3dError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Mtl3dError(f"corrupt JSON in {path}: {exc}") from None
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 HxW or HxWx3 array; the format follows the file suffix (.png lossless, .jpg quality 95)."""
+    path = Path(path)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_image expects uint8, got {array.dtype}")
+    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, array, extension=path.suffix, **kwargs)
+
+
+def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """Read an image as uint8: mode "RGB" gives HxWx3 (grey and RGBA are converted), "L" gives HxW as stored."""
+    path = Path(path)
+    if not path.is_file():
+        raise Mtl3dError(f"missing image: {path}")
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for undecodable data
+        raise Mtl3dError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
+    if array.ndim == 3 and array.shape[0] == 1 and array.shape[-1] not in (1, 3, 4):
+        array = array[0]  # first frame of a multi-frame file
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = (array // 257).astype(np.uint8)
+        elif array.dtype == np.bool_:
+            array = array.astype(np.uint8) * 255
+        else:
+            raise Mtl3dError(f"unsupported pixel type {array.dtype} in {path}")
+    if mode == "L":
+        if array.ndim == 3:
+            array = array[..., 0]
+        return array
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    elif array.shape[-1] == 4:
+        array = array[..., :3]
+    elif array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise Mtl3dError(f"unsupported image shape {array.shape} in {path}")
+    return np.ascontiguousarray(array)
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise Mtl3dError(f"missing array file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise Mtl3dError(f"corrupt or truncated array file {path}: {exc}".splitlines()[0]) from None

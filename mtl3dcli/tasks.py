@@ -1,0 +1,374 @@
+"""The task registry: everything task-specific lives here and nowhere else.
+
+A `Task` knows its on-disk label format (folder, suffix, read/write), how its label becomes a training tensor and
+which pixels are valid, how geometric transforms treat it (interpolation, padding fill, sign flips on a mirror),
+its number of output channels, how a raw network output becomes a prediction, its loss, its metric and how to
+colourize a prediction. The rest of the code loops over `Task` objects and never switches on task names.
+
+Canonical arrays (what `read` returns and `write` takes):
+  class tasks (semseg, parts)  uint8 (H, W) class ids, 255 = ignore
+  depth                        float32 (H, W) z-depth in metres, 0 = invalid
+  normals                      float32 (H, W, 3) unit vectors in the camera frame (x right, y down, z forward),
+                               zero vector = invalid
+  binary tasks (edge, saliency) float32 (H, W) in [0, 1]
+Label tensors (what `to_tensor` returns): class tasks int64 (H, W); all others float32 (C, H, W).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl3dcli import fileio, losses
+from mtl3dcli.errors import Mtl3dError
+
+if TYPE_CHECKING:
+    from mtl3dcli.data.layout import DatasetMeta
+    from mtl3dcli.metrics import Meter
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base class; subclasses implement the label format and the prediction semantics."""
+
+    name: str
+    title: str
+    aliases: tuple[str, ...]
+    folder: str
+    suffix: str
+    loss_weight: float  # default weight in the multi-task sum (the standard MTL codebases' values)
+    primary_metric: str
+    higher_is_better: bool
+
+    interpolation: ClassVar[str] = "nearest-exact"  # labels are never blended across object boundaries
+    fill: ClassVar[float] = 0.0  # value of padded label pixels (they are also masked out by the region mask)
+    flip_signs: ClassVar[tuple[float, ...] | None] = None  # per-channel sign change under a horizontal mirror
+
+    # --- on disk ---------------------------------------------------------------------------------------------
+    def path(self, root: str | os.PathLike, sample_id: str) -> str:
+        return os.path.join(root, self.folder, sample_id + self.suffix)
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        raise NotImplementedError
+
+    def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
+        raise NotImplementedError
+
+    # --- tensors -----------------------------------------------------------------------------------------------
+    def channels(self, meta: DatasetMeta) -> int:
+        raise NotImplementedError
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def valid(self, label: torch.Tensor) -> torch.Tensor:
+        """Boolean mask (..., H, W) of pixels that carry a label (before the transform's region mask)."""
+        raise NotImplementedError
+
+    def resize(self, label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Resize a label tensor (H, W) or (C, H, W) to `size` = (H', W') without mixing values."""
+        flat = label[None, None] if label.ndim == 2 else label[None]
+        out = F.interpolate(flat.float(), size=size, mode=self.interpolation)
+        out = out[0, 0] if label.ndim == 2 else out[0]
+        return out.to(label.dtype)
+
+    def hflip(self, label: torch.Tensor) -> torch.Tensor:
+        """Mirror left-right; vector-valued labels change sign where the mirror flips their axis."""
+        out = label.flip(-1)
+        if self.flip_signs is not None:
+            out = out * torch.tensor(self.flip_signs, dtype=out.dtype).view(-1, 1, 1)
+        return out
+
+    # --- predictions -------------------------------------------------------------------------------------------
+    def activate(self, output: torch.Tensor) -> torch.Tensor:
+        """Raw head output (B, C, H, W) -> prediction in label units (class ids, metres, unit vectors, probs)."""
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric(self, meta: DatasetMeta) -> Meter:
+        raise NotImplementedError
+
+    def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        """Prediction for one image (as returned by `activate`, batch dim removed) -> uint8 (H, W, 3)."""
+        raise NotImplementedError
+
+    def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
+        """Prediction for one image -> canonical array (what `write` stores)."""
+        raise NotImplementedError
+
+    def with_options(self, **options: Any) -> Task:
+        """A copy with task options from the config replaced (e.g. `pos_weight` of the boundary loss)."""
+        names = {f.name for f in dataclasses.fields(self)} - {f.name for f in dataclasses.fields(Task)}
+        unknown = set(options) - names
+        if unknown:
+            allowed = ", ".join(sorted(names)) or "none"
+            raise Mtl3dError(f"unknown option(s) {sorted(unknown)} for task {self.name} (allowed: {allowed})")
+        return dataclasses.replace(self, **options)
+
+
+@dataclass(frozen=True)
+class ClassTask(Task):
+    """Per-pixel classification (semantic segmentation, human parts)."""
+
+    fill: ClassVar[float] = float(IGNORE_INDEX)
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        return fileio.read_image(path, mode="L")
+
+    def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
+        fileio.write_image(path, np.asarray(array, dtype=np.uint8))
+
+    def channels(self, meta: DatasetMeta) -> int:
+        if self.name not in meta.classes:
+            raise Mtl3dError(f"dataset {meta.name!r} has no class names for task {self.name}")
+        return len(meta.classes[self.name])
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.uint8)).long()
+
+    def valid(self, label: torch.Tensor) -> torch.Tensor:
+        return label != IGNORE_INDEX
+
+    def activate(self, output: torch.Tensor) -> torch.Tensor:
+        return output.argmax(dim=1)
+
+    def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return losses.cross_entropy(output, label, valid)
+
+    def metric(self, meta: DatasetMeta) -> Meter:
+        from mtl3dcli.metrics import ConfusionMeter
+
+        return ConfusionMeter(meta.classes[self.name])
+
+    def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        n = int(prediction.max()) + 1 if prediction.size else 1
+        palette = np.asarray(meta.palette(self.name) if meta is not None else default_palette(n), dtype=np.uint8)
+        if len(palette) < 256:
+            palette = np.concatenate([palette, np.zeros((256 - len(palette), 3), np.uint8)])
+        return palette[np.asarray(prediction, dtype=np.int64).clip(0, 255)]
+
+    def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
+        return prediction.cpu().numpy().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class DepthTask(Task):
+    """Metric z-depth regression; the head predicts metres directly (L1 as in MTI-Net and InvPT)."""
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        array = fileio.read_npy(path)
+        if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
+            array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
+        if array.ndim != 2:
+            raise Mtl3dError(f"depth must be an HxW array, got shape {array.shape} in {path}")
+        array = array.astype(np.float32)
+        array[~np.isfinite(array) | (array < 0)] = 0.0
+        return array
+
+    def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
+        fileio.write_npy(path, np.asarray(array, dtype=np.float32))
+
+    def channels(self, meta: DatasetMeta) -> int:
+        return 1
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+
+    def valid(self, label: torch.Tensor) -> torch.Tensor:
+        return label[..., 0, :, :] > 0
+
+    def activate(self, output: torch.Tensor) -> torch.Tensor:
+        return output.float().clamp_min(0.0)
+
+    def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return losses.l1(output, label, valid)
+
+    def metric(self, meta: DatasetMeta) -> Meter:
+        from mtl3dcli.metrics import DepthMeter
+
+        return DepthMeter()
+
+    def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        depth = np.asarray(prediction, dtype=np.float32).reshape(prediction.shape[-2:])
+        lo, hi = meta.depth_range if meta is not None else (float(depth.min()), float(depth.max()))
+        return colormap((depth - lo) / max(hi - lo, 1e-6))
+
+    def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
+        return prediction.cpu().float().numpy().reshape(prediction.shape[-2:])
+
+
+@dataclass(frozen=True)
+class NormalsTask(Task):
+    """Surface normals in the camera frame, stored as (n + 1) / 2 * 255 RGB; (0, 0, 0) marks invalid pixels."""
+
+    flip_signs: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 1.0)
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        rgb = fileio.read_image(path, mode="RGB")
+        normals = rgb.astype(np.float32) / 255.0 * 2.0 - 1.0
+        norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+        valid = np.abs(norm - 1.0) < 0.5
+        return np.where(valid, normals / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+
+    def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
+        normals = np.asarray(array, dtype=np.float32)
+        valid = np.linalg.norm(normals, axis=-1, keepdims=True) > 0.5
+        rgb = np.where(valid, np.round((normals.clip(-1, 1) + 1.0) / 2.0 * 255.0), 0.0)
+        fileio.write_image(path, rgb.astype(np.uint8))
+
+    def channels(self, meta: DatasetMeta) -> int:
+        return 3
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()
+
+    def valid(self, label: torch.Tensor) -> torch.Tensor:
+        return label.norm(dim=-3) > 0.5
+
+    def activate(self, output: torch.Tensor) -> torch.Tensor:
+        return F.normalize(output.float(), dim=1, eps=1e-6)
+
+    def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return losses.normals_l1(output, label, valid)
+
+    def metric(self, meta: DatasetMeta) -> Meter:
+        from mtl3dcli.metrics import NormalsMeter
+
+        return NormalsMeter()
+
+    def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        normals = np.asarray(prediction, dtype=np.float32)
+        if normals.shape[0] == 3:
+            normals = normals.transpose(1, 2, 0)
+        return np.round((normals.clip(-1, 1) + 1.0) / 2.0 * 255.0).astype(np.uint8)
+
+    def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
+        return prediction.cpu().float().permute(1, 2, 0).numpy()
+
+
+@dataclass(frozen=True)
+class BinaryTask(Task):
+    """Per-pixel probability (boundaries, saliency), stored as uint8 0..255 grey PNGs."""
+
+    pos_weight: float | None = None  # balanced BCE weight of positives; None = plain BCE
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        return fileio.read_image(path, mode="L").astype(np.float32) / 255.0
+
+    def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
+        fileio.write_image(path, np.round(np.asarray(array, dtype=np.float32).clip(0, 1) * 255.0).astype(np.uint8))
+
+    def channels(self, meta: DatasetMeta) -> int:
+        return 1
+
+    def to_tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+
+    def valid(self, label: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(label[..., 0, :, :], dtype=torch.bool)
+
+    def activate(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output.float())
+
+    def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return losses.binary_cross_entropy(output, label, valid, self.pos_weight)
+
+    def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        grey = np.round(np.asarray(prediction, dtype=np.float32).reshape(prediction.shape[-2:]).clip(0, 1) * 255)
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+
+    def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
+        return prediction.cpu().float().numpy().reshape(prediction.shape[-2:])
+
+
+@dataclass(frozen=True)
+class EdgeTask(BinaryTask):
+    def metric(self, meta: DatasetMeta) -> Meter:
+        from mtl3dcli.metrics import EdgeMeter
+
+        return EdgeMeter(max_dist=meta.edge_max_dist)
+
+
+@dataclass(frozen=True)
+class SaliencyTask(BinaryTask):
+    def metric(self, meta: DatasetMeta) -> Meter:
+        from mtl3dcli.metrics import SaliencyMeter
+
+        return SaliencyMeter()
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        ClassTask("semseg", "semantic segmentation", ("seg", "segmentation", "sem"), "segmentation", ".png",
+                  1.0, "mIoU", True),
+        DepthTask("depth", "depth", ("dep",), "depth", ".npy", 1.0, "rmse", False),
+        NormalsTask("normals", "surface normals", ("normal", "sn", "norm"), "normals", ".png", 10.0, "mean", False),
+        EdgeTask("edge", "boundaries", ("edges", "boundary", "boundaries"), "edge", ".png", 50.0, "odsF", True,
+                 pos_weight=0.95),
+        ClassTask("parts", "human parts", ("human_parts", "part"), "parts", ".png", 2.0, "mIoU", True),
+        SaliencyTask("saliency", "saliency", ("sal",), "saliency", ".png", 5.0, "maxF", True),
+    )
+}
+_ALIASES = {alias: name for name, task in TASKS.items() for alias in (name, *task.aliases)}
+
+
+def get_task(name: str) -> Task:
+    """Look a task up by its name or an alias (case-insensitive)."""
+    key = name.strip().lower()
+    if key not in _ALIASES:
+        raise Mtl3dError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)} (aliases: seg, sal, ...)")
+    return TASKS[_ALIASES[key]]
+
+
+def parse_tasks(spec: str | list[str] | tuple[str, ...]) -> list[Task]:
+    """'seg,depth' or ['seg', 'depth'] -> [Task, Task] in the given order, duplicates removed."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    tasks: list[Task] = []
+    for name in names:
+        if not name.strip():
+            continue
+        task = get_task(name)
+        if task not in tasks:
+            tasks.append(task)
+    if not tasks:
+        raise Mtl3dError("no task given")
+    return tasks
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """A deterministic, well-separated palette (the PASCAL VOC bit-interleaving scheme)."""
+    palette = []
+    for index in range(n):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.append([r, g, b])
+    return palette
+
+
+_COLORMAP = np.array(  # a perceptually ordered dark-blue -> yellow ramp (9 anchors, linearly interpolated)
+    [[48, 18, 59], [65, 69, 171], [57, 125, 239], [27, 180, 213], [51, 223, 142],
+     [149, 250, 61], [224, 217, 46], [251, 148, 31], [212, 61, 10]], dtype=np.float32)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (clipped; NaN -> 0) to uint8 RGB with a fixed dark-to-bright ramp."""
+    x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0).clip(0.0, 1.0) * (len(_COLORMAP) - 1)
+    lo = np.floor(x).astype(np.int64).clip(0, len(_COLORMAP) - 2)
+    frac = (x - lo)[..., None]
+    return np.round(_COLORMAP[lo] * (1 - frac) + _COLORMAP[lo + 1] * frac).astype(np.uint8)
