@@ -1,7 +1,287 @@
-"""The `mtl3d` command line: one thin function per subcommand that parses options and calls the core."""
+"""The `mtl3d` command line: one thin function per subcommand that parses options and calls the core.
+
+User errors (`Mtl3dError`) become one red line on stderr and exit code 2; `mtl3d --debug ...` shows tracebacks.
+Heavy imports (torch, models) happen inside the commands so `--help` stays instant.
+"""
 
 from __future__ import annotations
 
-import typer
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
 
-app = typer.Typer(help="Multi-task dense prediction with a 3D-aware regularizer.", no_args_is_help=True)
+import typer
+from rich.console import Console
+
+from mtl3dcli import __version__
+from mtl3dcli.errors import Mtl3dError
+
+app = typer.Typer(
+    help="Multi-task dense prediction (segmentation, depth, normals, boundaries, ...) with the 3D-aware tri-plane "
+         "regularizer of Li et al., ICLR 2024.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False, rich_markup_mode="rich",
+)
+console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
+_state = {"debug": False}
+
+DATASETS = ("synthetic", "nyuv2", "pascal-context")
+
+
+def _size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
+    """'96x128' -> (96, 128)."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise Mtl3dError(f"{option} must look like HEIGHTxWIDTH (e.g. 96x128), got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise Mtl3dError(f"{option} must be positive, got {text!r}")
+    return h, w
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"mtl3d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help=f"One of: {', '.join(DATASETS)}.")],
+    out: Annotated[Optional[Path], typer.Option(help="Dataset folder to create (default data/<dataset>).")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Archive URL or mirror (real datasets; also "
+                                                    "MTL3D_NYUV2_URL / MTL3D_PASCAL_URL).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
+    keep_archive: Annotated[bool, typer.Option(help="Keep the downloaded archive after conversion.")] = False,
+    train_scenes: Annotated[int, typer.Option(help="synthetic: training scenes.")] = 80,
+    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 20,
+    views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 5,
+    size: Annotated[str, typer.Option(help="synthetic: image size HEIGHTxWIDTH.")] = "96x128",
+    seed: Annotated[int, typer.Option(help="synthetic: generator seed.")] = 0,
+) -> None:
+    """Fetch a dataset into the common layout: [bold]synthetic[/] is generated locally (no network); [bold]nyuv2[/]
+    and [bold]pascal-context[/] download the standard NYUD_MT / PASCAL_MT archives (resumable, checksummed)."""
+    from mtl3dcli.progress import progress_bar
+
+    name = dataset.lower()
+    if name not in DATASETS:
+        raise Mtl3dError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    target = out or Path("data") / name
+    if name == "synthetic":
+        from mtl3dcli.data.synthetic import SyntheticOptions, generate_synthetic
+
+        height, width = _size(size, "--size")
+        options = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
+                                   width=width, seed=seed)
+        with progress_bar("generating", console) as advance:
+            root = generate_synthetic(target, options, overwrite=overwrite, progress=advance)
+    else:
+        from mtl3dcli.data.download import download_dataset
+
+        root = download_dataset(name, target, url=url, overwrite=overwrite, keep_archive=keep_archive,
+                                progress=lambda label: progress_bar(label, console, bytes_mode=True),
+                                log=lambda message: console.print(message, highlight=False))
+    _print_dataset_summary(root)
+
+
+def _print_dataset_summary(root: Path) -> None:
+    from rich.table import Table
+
+    from mtl3dcli.data.layout import DatasetLayout
+
+    layout = DatasetLayout(root)
+    table = Table(title=f"{layout.meta.name} at {root}", show_header=True)
+    table.add_column("split")
+    table.add_column("samples", justify="right")
+    for split in layout.splits():
+        table.add_row(split, str(len(layout.ids(split))))
+    out_console.print(table)
+    out_console.print(f"tasks: {', '.join(t.name for t in layout.available_tasks())}")
+    for task, names in layout.meta.classes.items():
+        out_console.print(f"{task} classes ({len(names)}): {', '.join(names)}")
+    out_console.print(f"cameras: {'yes (K and pose per view)' if layout.has_cameras else 'no'}")
+
+
+@app.command()
+def preprocess(
+    root: Annotated[Path, typer.Argument(help="Dataset folder in the common layout.")],
+    nyu13: Annotated[bool, typer.Option(help="Write a copy with NYUv2's 40 classes mapped to 13 (needs --out).")]
+    = False,
+    resize: Annotated[Optional[str], typer.Option(help="Write a resized copy HEIGHTxWIDTH (needs --out).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Destination of a converted copy.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Derive missing labels in place (boundaries from segmentation, normals from depth and K) and optionally write
+    a converted copy (40->13 classes, resized). Idempotent: a second run has nothing to do."""
+    from mtl3dcli.data.preprocess import preprocess as run_preprocess
+    from mtl3dcli.progress import progress_bar
+
+    with progress_bar("preprocessing", console) as advance:
+        summary = run_preprocess(root, nyu13=nyu13, resize=_size(resize, "--resize"), out=out, overwrite=overwrite,
+                                 progress=advance)
+    for key, value in summary.items():
+        out_console.print(f"{key}: {value}")
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    preset: Annotated[str, typer.Option(help="Preset name (see presets/) or a YAML path.")] = "demo",
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value: "
+                                                           "section.key=value (repeatable).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Tasks to train, e.g. seg,depth (default from the preset).")]
+    = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset root (default from the preset).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<preset name>, auto-numbered).")]
+    = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last "
+                                                        "checkpoint.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps.")] = None,
+) -> None:
+    """Train a multi-task model (with the 3D-aware regularizer unless the preset disables it). Multi-GPU:
+    [bold]torchrun --nproc_per_node N -m mtl3dcli train ...[/]"""
+    from mtl3dcli.config import load_config
+    from mtl3dcli.engine.train import train as run_train
+    from mtl3dcli.runs import next_run_dir
+
+    extra = list(overrides or [])
+    extra += [f"data.tasks={tasks}"] if tasks else []
+    extra += [f"data.root={data}"] if data else []
+    extra += [f"train.device={device}"] if device else []
+    extra += [f"train.seed={seed}"] if seed is not None else []
+    extra += [f"train.steps={steps}"] if steps is not None else []
+    if resume is not None:
+        config_file = resume / "config.yaml"
+        if not config_file.is_file():
+            raise Mtl3dError(f"cannot resume: {config_file} not found (is {resume} a run folder?)")
+        config = load_config(str(config_file), extra)
+        run_dir = resume
+    else:
+        config = load_config(preset, extra)
+        run_dir = out if out is not None else next_run_dir(Path("runs") / config.name)
+    summary = run_train(config, run_dir, resume=resume is not None, console=console)
+    best = summary["best"]
+    if best is not None:
+        out_console.print(f"done: {summary['step']} steps, best {best['metric']} = {best['value']:.4g} at step "
+                          f"{best['step']}; weights in {run_dir / 'weights'}")
+
+
+# --- inference ----------------------------------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    weights: Annotated[Path, typer.Option(help="A .safetensors file written by `mtl3d train`.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset root (default: the one the model trained on).")]
+    = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    tasks: Annotated[Optional[str], typer.Option(help="Subset of the model's tasks, e.g. seg,depth.")] = None,
+    rendered: Annotated[bool, typer.Option(help="Also score the regularizer's rendered maps (diagnosis).")] = False,
+    references: Annotated[Optional[Path], typer.Option(help="JSON {task: {metric: value}} of single-task runs for "
+                                                            "Delta_m (default: the preset's eval.references).")]
+    = None,
+    out: Annotated[Optional[Path], typer.Option(help="Metrics JSON to write (default next to the weights).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    edge_thresholds: Annotated[Optional[int], typer.Option(help="Thresholds of the boundary odsF sweep.")] = None,
+) -> None:
+    """Score a trained model on a split: a table per task and a metrics JSON (mIoU, RMSE, mean angle, odsF, maxF,
+    ... and Delta_m when references are given)."""
+    from mtl3dcli.evaluation import run_evaluation, show_results
+
+    results = run_evaluation(weights, data=data, split=split, tasks=tasks, rendered=rendered,
+                             references=references, out=out, batch_size=batch_size, device=device,
+                             edge_thresholds=edge_thresholds)
+    show_results(results, out_console)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
+    weights: Annotated[Path, typer.Option(help="A .safetensors file written by `mtl3d train`.")],
+    tasks: Annotated[Optional[str], typer.Option(help="Tasks to output, e.g. seg,depth (default: all).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
+    format: Annotated[str, typer.Option(help="Comma list of png (colourised), npy (raw arrays; depth in "
+                                             "metres).")] = "png,npy",
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Predict every task of a trained model on images of any size; outputs at the input resolution. The weights
+    file alone defines the model; the 3D regularizer is never built."""
+    from mtl3dcli.predict import run_predict
+
+    failures = run_predict(inputs, weights, tasks=tasks, out=out, formats=format, batch_size=batch_size,
+                           device=device, console=console)
+    if failures:
+        raise typer.Exit(2)
+
+
+@app.command("render-views")
+def render_views(
+    image: Annotated[Path, typer.Argument(help="Input image.")],
+    weights: Annotated[Path, typer.Option(help="Weights of a model trained with the regularizer.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("views"),
+    frames: Annotated[int, typer.Option(help="Number of novel views.")] = 36,
+    orbit_degrees: Annotated[float, typer.Option(help="Largest rotation away from the input view.")] = 15.0,
+    path: Annotated[str, typer.Option(help="Camera path: orbit, spiral or swing.")] = "orbit",
+    size: Annotated[Optional[str], typer.Option(help="Render size HEIGHTxWIDTH (default: the training render "
+                                                     "size).")] = None,
+    fps: Annotated[float, typer.Option(help="GIF frame rate.")] = 12.0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Render the learned tri-plane fields (each task, depth, opacity, feature PCA) from novel camera poses
+    around the input view: PNG frames, one animated GIF per field and a contact sheet."""
+    from mtl3dcli.views import run_render_views
+
+    written = run_render_views(image, weights, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
+                               size=_size(size, "--size"), fps=fps, device=device)
+    out_console.print(f"wrote {len(written['gifs'])} GIFs, {written['frames']} frames and {written['sheet']}")
+
+
+@app.command("presets")
+def list_presets_command() -> None:
+    """List the bundled presets with their one-line description."""
+    from mtl3dcli.config import list_presets, presets_dir
+
+    for name in list_presets():
+        first = (presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
+        out_console.print(f"[bold]{name}[/]  {first.lstrip('# ').strip()}")
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except Mtl3dError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # a bug, not a user error: still one line unless --debug
+        if _state["debug"]:
+            raise
+        console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                      highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -51,6 +51,7 @@ class Task:
     interpolation: ClassVar[str] = "nearest-exact"  # labels are never blended across object boundaries
     fill: ClassVar[float] = 0.0  # value of padded label pixels (they are also masked out by the region mask)
     flip_signs: ClassVar[tuple[float, ...] | None] = None  # per-channel sign change under a horizontal mirror
+    rendered_as_depth: ClassVar[bool] = False  # the regularizer renders it as expected ray depth, not with an MLP
 
     # --- on disk ---------------------------------------------------------------------------------------------
     def path(self, root: str | os.PathLike, sample_id: str) -> str:
@@ -95,7 +96,8 @@ class Task:
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
+        """A fresh streaming meter; `options` are evaluation settings (e.g. edge_thresholds), ignored if unused."""
         raise NotImplementedError
 
     def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
@@ -145,7 +147,7 @@ class ClassTask(Task):
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return losses.cross_entropy(output, label, valid)
 
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import ConfusionMeter
 
         return ConfusionMeter(meta.classes[self.name])
@@ -164,6 +166,8 @@ class ClassTask(Task):
 @dataclass(frozen=True)
 class DepthTask(Task):
     """Metric z-depth regression; the head predicts metres directly (L1 as in MTI-Net and InvPT)."""
+
+    rendered_as_depth: ClassVar[bool] = True
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         array = fileio.read_npy(path)
@@ -193,7 +197,7 @@ class DepthTask(Task):
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return losses.l1(output, label, valid)
 
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import DepthMeter
 
         return DepthMeter()
@@ -241,7 +245,7 @@ class NormalsTask(Task):
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return losses.normals_l1(output, label, valid)
 
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import NormalsMeter
 
         return NormalsMeter()
@@ -293,15 +297,15 @@ class BinaryTask(Task):
 
 @dataclass(frozen=True)
 class EdgeTask(BinaryTask):
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import EdgeMeter
 
-        return EdgeMeter(max_dist=meta.edge_max_dist)
+        return EdgeMeter(max_dist=meta.edge_max_dist, thresholds=options.get("edge_thresholds", 99))
 
 
 @dataclass(frozen=True)
 class SaliencyTask(BinaryTask):
-    def metric(self, meta: DatasetMeta) -> Meter:
+    def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import SaliencyMeter
 
         return SaliencyMeter()

@@ -1,0 +1,42 @@
+"""Benchmark: synthetic dataset generation throughput (ray casting + label derivation + file writing).
+
+Prints one JSON line: {"views": N, "height": H, "width": W, "workers": P, "seconds": s, "views_per_s": r}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from mtl3dcli.data.synthetic import SyntheticOptions, generate_synthetic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--views-total", type=int, default=1000, help="views to generate (train scenes * views)")
+    parser.add_argument("--views", type=int, default=5, help="views per scene")
+    parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--width", type=int, default=160)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
+    parser.add_argument("--out", default=None, help="output folder (default: a temporary folder, removed after)")
+    args = parser.parse_args()
+
+    options = SyntheticOptions(train_scenes=math.ceil(args.views_total / args.views), val_scenes=0,
+                               views=args.views, height=args.height, width=args.width)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out) if args.out else Path(tmp) / "synthetic"
+        start = time.perf_counter()
+        generate_synthetic(out, options, overwrite=True, workers=args.workers)
+        seconds = time.perf_counter() - start
+    views = options.train_scenes * options.views
+    print(json.dumps({"views": views, "height": args.height, "width": args.width, "workers": args.workers,
+                      "seconds": round(seconds, 3), "views_per_s": round(views / seconds, 1)}))
+
+
+if __name__ == "__main__":
+    main()

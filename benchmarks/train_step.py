@@ -1,0 +1,119 @@
+"""Training step time and peak memory with and without the 3D-aware regularizer, for one preset and device.
+
+    python benchmarks/train_step.py --preset demo [--device cpu|cuda] [--steps 20] [--batch-size N]
+
+Uses random images and labels of the preset's training size (no dataset needed). Each variant runs in its own
+process so peak memory is not shared. Prints one JSON object: per-variant ms/step and peak MB, and the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def fake_batch(config, tasks, meta, device):
+    b = config.data.batch_size
+    h, w = config.data.size
+    g = torch.Generator().manual_seed(0)
+    labels, valid = {}, {}
+    for task in tasks:
+        c = task.channels(meta)
+        if task.name in meta.classes:
+            labels[task.name] = torch.randint(0, c, (b, h, w), generator=g)
+        elif task.name == "normals":
+            labels[task.name] = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1)
+        else:
+            labels[task.name] = torch.rand(b, c, h, w, generator=g) * (2.0 if task.rendered_as_depth else 1.0)
+        valid[task.name] = torch.ones(b, h, w, dtype=torch.bool)
+    K = torch.tensor([[w * 0.8, 0, w / 2], [0, w * 0.8, h / 2], [0, 0, 1.0]]).expand(b, 3, 3).contiguous()
+    batch = {"image": torch.rand(b, 3, h, w, generator=g), "labels": labels, "valid": valid, "K": K,
+             "pose": torch.eye(4).expand(b, 4, 4).contiguous()}
+    from mtl3dcli.engine.evaluate import move_batch
+
+    return move_batch(batch, device)
+
+
+def run_variant(args) -> dict:
+    from mtl3dcli.config import load_config
+    from mtl3dcli.data.layout import DatasetMeta
+    from mtl3dcli.engine.objective import Objective
+    from mtl3dcli.engine.train import build_optimizer
+    from mtl3dcli.models.build import build_model, resolve_tasks
+
+    overrides = [f"regularizer.enabled={'true' if args.variant == 'reg' else 'false'}", *args.set]
+    if args.batch_size:
+        overrides.append(f"data.batch_size={args.batch_size}")
+    config = load_config(args.preset, overrides)
+    tasks = resolve_tasks(config)
+    classes = {t.name: [f"c{i}" for i in range(args.classes)] for t in tasks if hasattr(t, "fill") and t.fill == 255}
+    meta = DatasetMeta(name="bench", tasks=[t.name for t in tasks], classes=classes, depth_range=(0.0, 10.0))
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = build_model(config, meta, load_backbone_weights=False).to(device)
+    objective = Objective(model, config).to(device).train()
+    optimizer = build_optimizer(model, config.train)
+    batch = fake_batch(config, tasks, meta, device)
+    amp = device.type == "cuda" and config.train.amp
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    def step():
+        with torch.autocast(device_type=device.type, enabled=amp):
+            total, _ = objective(batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    ms = (time.perf_counter() - start) / args.steps * 1000
+    return {"ms_per_step": round(ms, 2), "peak_mb": round(peak, 1),
+            "params_total": sum(p.numel() for p in model.parameters()),
+            "params_inference": sum(p.numel() for p in model.net.parameters())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--classes", type=int, default=13)
+    parser.add_argument("--set", action="append", default=[], help="extra config overrides")
+    parser.add_argument("--variant", choices=["reg", "noreg"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+    results = {}
+    for variant in ("noreg", "reg"):
+        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[variant] = json.loads(out.strip().splitlines()[-1])
+    overhead = results["reg"]["ms_per_step"] / results["noreg"]["ms_per_step"] - 1.0
+    print(json.dumps({"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
+                      "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
+                      "step_time_overhead": round(overhead, 4)}))
+
+
+if __name__ == "__main__":
+    main()

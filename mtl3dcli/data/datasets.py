@@ -1,0 +1,153 @@
+"""One `torch.utils.data.Dataset` for every dataset in the common on-disk layout (see mtl3dcli.data.layout).
+
+Files are read and checked lazily, per sample, with errors that name the offending file. Augmentation randomness
+comes from a generator seeded by (seed, epoch, index), so a sample's crop/flip/jitter is the same in any worker and
+any run; call `set_epoch` once per epoch (with persistent DataLoader workers the workers keep their own copy of the
+dataset and do not see it).
+
+A sample is the dict described in mtl3dcli.data.transforms plus "id", "scene", "index", "has_camera", "size"
+(original (H, W)); with pairs=True also "pair" ({"labels", "valid", "K", "pose"} of a partner view of the same scene,
+transformed with its own random draw) and "has_pair". `torch.utils.data.default_collate` batches these dicts when
+the transform gives a fixed image size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mtl3dcli import fileio
+from mtl3dcli.data.layout import Camera, DatasetLayout
+from mtl3dcli.data.pairs import find_partners
+from mtl3dcli.data.transforms import Sample, Transform
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.tasks import Task
+
+PAIR_KEYS = ("labels", "valid", "K", "pose")
+
+
+def default_intrinsics(size: tuple[int, int], fov_deg: float) -> torch.Tensor:
+    """Centred pinhole K (3, 3) float32 for an (H, W) image with the given horizontal field of view in degrees."""
+    height, width = size
+    focal = (width / 2) / math.tan(math.radians(fov_deg) / 2)
+    return torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator whose stream depends only on (seed, epoch, index), well mixed so neighbours are unrelated."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
+class MultiTaskDataset(torch.utils.data.Dataset):
+    """Samples of one split with the labels of the requested tasks, optionally with a partner view per sample."""
+
+    def __init__(self, root: str | os.PathLike, split: str, tasks: list[Task], transform: Transform | None = None,
+                 *, pairs: bool = False, min_overlap: float = 0.3, seed: int = 0, default_fov_deg: float = 60.0):
+        self.layout = DatasetLayout(root)
+        self.meta = self.layout.meta
+        self.tasks = list(tasks)
+        self.layout.require_tasks(self.tasks)
+        self.ids = self.layout.ids(split)
+        self.split = split
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.default_fov_deg = default_fov_deg
+        self.pairs = pairs
+        self._task_map = {task.name: task for task in self.tasks}
+        self._cameras = self.layout.cameras
+        self.partners: dict[str, list[str]] = {}
+        if pairs:
+            if not self._cameras:
+                raise Mtl3dError(f"cross-view pairs need cameras, but {self.layout.root / 'cameras.json'} is missing "
+                                 f"or empty")
+            for sample_id in self.ids:
+                self._camera(sample_id)  # every id of the split needs one
+            sizes = {sample_id: _stored_size(self.layout.image_path(sample_id)) for sample_id in self.ids}
+            depth = sum(self.meta.depth_range) / 2
+            self.partners = find_partners(self._cameras, self.ids, sizes, min_overlap, depth)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of this epoch (same epoch -> same crops, flips and partners)."""
+        self.epoch = int(epoch)
+
+    def scene(self, sample_id: str) -> str:
+        return self._cameras[sample_id].scene if sample_id in self._cameras else sample_id
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"index {index} out of range for {len(self.ids)} samples")
+        sample_id = self.ids[index]
+        generator = sample_generator(self.seed, self.epoch, index)
+        raw = self.load(sample_id)
+        size = list(raw["image"].shape[-2:])
+        sample = self._transform(raw, generator)
+        sample.update(id=sample_id, scene=self.scene(sample_id), index=index,
+                      has_camera=torch.tensor(bool(self._cameras)), size=torch.tensor(size, dtype=torch.int64))
+        if self.pairs:
+            candidates = self.partners.get(sample_id, [])
+            if candidates:
+                partner_id = candidates[int(torch.randint(len(candidates), (), generator=generator))]
+                partner = self._transform(self.load(partner_id), generator)
+            else:
+                partner = sample
+            sample["pair"] = {key: partner[key] for key in PAIR_KEYS}
+            sample["has_pair"] = torch.tensor(bool(candidates))
+        return sample
+
+    def load(self, sample_id: str) -> Sample:
+        """The untransformed sample: image, labels, valid, K, pose (see mtl3dcli.data.transforms)."""
+        image_path = self.layout.image_path(sample_id)
+        image = fileio.read_image(image_path)
+        height, width = image.shape[:2]
+        labels, valid = {}, {}
+        for task in self.tasks:
+            path = self.layout.label_path(task, sample_id)
+            if not path.is_file():
+                raise Mtl3dError(f"missing {task.name} label for sample {sample_id!r}: {path}")
+            array = task.read(path)
+            if array.shape[:2] != (height, width):
+                raise Mtl3dError(f"label {path} has shape {tuple(array.shape[:2])} but image {image_path} is "
+                                 f"{(height, width)}")
+            labels[task.name] = task.to_tensor(array)
+            valid[task.name] = task.valid(labels[task.name])
+        if self._cameras:
+            camera = self._camera(sample_id)
+            K = torch.from_numpy(camera.K).float()
+            pose = torch.from_numpy(camera.pose).float()
+        else:
+            K = default_intrinsics((height, width), self.default_fov_deg)
+            pose = torch.eye(4)
+        return {
+            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0),
+            "labels": labels,
+            "valid": valid,
+            "K": K,
+            "pose": pose,
+        }
+
+    def _camera(self, sample_id: str) -> Camera:
+        if sample_id not in self._cameras:
+            raise Mtl3dError(f"{self.layout.root / 'cameras.json'} has no camera for sample {sample_id!r}")
+        return self._cameras[sample_id]
+
+    def _transform(self, sample: Sample, generator: torch.Generator) -> Sample:
+        return self.transform(sample, self._task_map, generator) if self.transform is not None else sample
+
+
+def _stored_size(path: os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header only (no decoding)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, ValueError) as exc:
+        raise Mtl3dError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
+    return height, width

@@ -1,0 +1,193 @@
+"""`mtl3d preprocess`: fill in derivable labels in place, and optionally write a 13-class or resized copy.
+
+Idempotent: a task folder that exists is never recomputed, and a copy at `out` made earlier with the same options
+is left alone, so a second run reports nothing to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mtl3dcli import fileio
+from mtl3dcli.data import derive
+from mtl3dcli.data.download import Advance
+from mtl3dcli.data.layout import DatasetLayout, DatasetMeta, LayoutWriter
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.tasks import IGNORE_INDEX, TASKS, Task
+
+NYU13_CLASSES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
+                 "tv", "wall", "window"]
+# NYU40 train id (0..39) -> NYU13 train id (0..12): the class13Mapping of the 13-class benchmark (Couprie et al.
+# 2013; ankurhanda/nyuv2-meta-data), 1-based labels shifted to 0-based ids.
+NYU40_TO_13 = np.array([11, 4, 5, 0, 3, 8, 9, 11, 12, 5, 7, 5, 12, 9, 5, 12, 5, 6, 6, 4, 6, 2, 1, 5, 10, 6, 6, 6, 6, 6,
+                        6, 5, 6, 6, 6, 6, 6, 6, 5, 6], dtype=np.uint8)
+
+
+def map_nyu40_to_13(seg: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) NYU40 train ids (255 = ignore) -> NYU13 train ids (255 kept)."""
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lut[:40] = NYU40_TO_13
+    return lut[np.asarray(seg, dtype=np.uint8)]
+
+
+def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """K for an image resized from (H, W) to (H', W'): with pixel centres at u + 0.5, u' + 0.5 = (u + 0.5) W'/W."""
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    return np.diag([sx, sy, 1.0]) @ np.asarray(K, dtype=np.float64)
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """RGB resize to (H, W): area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour (pixel-centre exact) resize of any label array (H, W) or (H, W, C) to (H', W')."""
+    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def _all_ids(layout: DatasetLayout) -> list[str]:
+    return list(dict.fromkeys(i for split in layout.splits() for i in layout.ids(split)))
+
+
+def _derive_in_place(layout: DatasetLayout, task: Task, make, ids: list[str], progress: Advance | None) -> int:
+    """Write task labels for all ids into a hidden folder, then move it into place and record it in meta.json."""
+    root = layout.root
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{task.folder}.partial-"))
+    try:
+        for done, sample_id in enumerate(ids, 1):
+            task.write(task.path(tmp, sample_id), make(sample_id))
+            if progress:
+                progress(done, len(ids))
+        os.replace(tmp / task.folder, root / task.folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if task.name not in layout.meta.tasks:
+        layout.meta.tasks.append(task.name)
+        fileio.write_json(root / "meta.json", layout.meta.to_json())
+    return len(ids)
+
+
+def derive_missing(layout: DatasetLayout, progress: Advance | None = None) -> tuple[dict[str, int], dict]:
+    """Boundaries from segmentation where edge/ is absent; normals from depth and K where normals/ is absent.
+
+    Returns ({task: samples written}, {task: reason it was not derived}).
+    """
+    have = {task.name for task in layout.available_tasks()}
+    ids = _all_ids(layout)
+    done: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    semseg, depth = TASKS["semseg"], TASKS["depth"]
+    if "edge" not in have and "semseg" in have:
+        done["edge"] = _derive_in_place(
+            layout, TASKS["edge"],
+            lambda i: derive.boundaries_from_segmentation(semseg.read(layout.label_path(semseg, i))), ids, progress)
+    if "normals" not in have and "depth" in have:
+        missing = [i for i in ids if i not in layout.cameras]
+        if missing:
+            skipped["normals"] = f"no intrinsics in cameras.json for {len(missing)} sample(s), e.g. {missing[0]!r}"
+        else:
+            done["normals"] = _derive_in_place(
+                layout, TASKS["normals"],
+                lambda i: derive.normals_from_depth(depth.read(layout.label_path(depth, i)), layout.cameras[i].K),
+                ids, progress)
+    return done, skipped
+
+
+def default_output(root: Path, nyu13: bool, resize: tuple[int, int] | None) -> Path:
+    suffix = "".join([("-13" if nyu13 else ""), (f"-{resize[0]}x{resize[1]}" if resize else "")])
+    return root.with_name(root.name + suffix)
+
+
+def write_copy(layout: DatasetLayout, out: Path, *, nyu13: bool, resize: tuple[int, int] | None, overwrite: bool,
+               options: dict[str, Any], progress: Advance | None = None) -> Path:
+    """A new dataset at `out` (atomic via LayoutWriter) with NYU40 -> 13 classes and/or every sample resized."""
+    meta = layout.meta
+    classes = dict(meta.classes)
+    palettes = dict(meta.palettes)
+    if nyu13:
+        if len(classes.get("semseg", [])) != 40:
+            raise Mtl3dError(f"--nyu13 needs the 40 NYUv2 classes, {layout.root} has "
+                             f"{len(classes.get('semseg', []))} semseg classes")
+        classes["semseg"] = list(NYU13_CLASSES)
+        palettes.pop("semseg", None)
+    tasks = layout.available_tasks()
+    ids = _all_ids(layout)
+    with LayoutWriter(out, overwrite=overwrite) as writer:
+        for done, sample_id in enumerate(ids, 1):
+            image_path = layout.image_path(sample_id)
+            if resize is None:
+                writer.add_image_file(sample_id, image_path)
+            else:
+                image = fileio.read_image(image_path)
+                from_hw = image.shape[:2]
+                writer.add_image(sample_id, resize_image(image, resize), suffix=image_path.suffix.lower())
+            for task in tasks:
+                source = layout.label_path(task, sample_id)
+                if not Path(source).is_file():
+                    continue
+                if resize is None and not (nyu13 and task.name == "semseg"):
+                    target = Path(task.path(writer.tmp, sample_id))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+                    continue
+                label = task.read(source)
+                if nyu13 and task.name == "semseg":
+                    label = map_nyu40_to_13(label)
+                if resize is not None:
+                    label = resize_label(label, resize)  # nearest keeps class ids and unit vectors exact
+                writer.add_label(task, sample_id, label)
+            camera = layout.cameras.get(sample_id)
+            if camera is not None:
+                K = camera.K
+                if resize is not None:
+                    K = scale_intrinsics(K, from_hw, resize)
+                writer.add_camera(sample_id, K, camera.pose, camera.scene)
+            if progress:
+                progress(done, len(ids))
+        for split in layout.splits():
+            writer.add_split(split, layout.ids(split))
+        new_meta = DatasetMeta(name=meta.name + ("-13" if nyu13 else ""), tasks=[t.name for t in tasks],
+                               classes=classes, palettes=palettes, depth_range=meta.depth_range,
+                               edge_max_dist=meta.edge_max_dist,
+                               extra={**meta.extra, "preprocess": options})
+        return writer.commit(new_meta)
+
+
+def preprocess(root: str | os.PathLike, *, nyu13: bool = False, resize: tuple[int, int] | None = None,
+               out: str | os.PathLike | None = None, overwrite: bool = False,
+               progress: Advance | None = None) -> dict[str, Any]:
+    """Derive missing labels in place, then (with `nyu13` or `resize`) write a converted copy to `out`.
+
+    Returns a summary: {"root", "derived": {task: n}, "skipped": {task: reason}, "output": path or None,
+    "nothing_to_do": bool}.
+    """
+    layout = DatasetLayout(root)
+    if resize is not None and (len(resize) != 2 or min(resize) < 1):
+        raise Mtl3dError(f"--resize must be HxW with positive sizes, got {resize}")
+    derived, skipped = derive_missing(layout, progress)
+    output = None
+    wrote_copy = False
+    if nyu13 or resize is not None:
+        output = Path(out) if out is not None else default_output(layout.root, nyu13, resize)
+        if output.resolve() == layout.root.resolve():
+            raise Mtl3dError(f"--out must differ from the dataset itself ({output})")
+        options = {"source": str(layout.root.resolve()), "nyu13": nyu13,
+                   "resize": list(resize) if resize is not None else None}
+        existing = output / "meta.json"
+        ours = existing.is_file() and fileio.read_json(existing).get("extra", {}).get("preprocess") == options
+        if overwrite or not ours or derived:  # our own earlier copy is refreshed when its source gained labels
+            write_copy(layout, output, nyu13=nyu13, resize=resize, overwrite=overwrite or ours, options=options,
+                       progress=progress)
+            wrote_copy = True
+    return {"root": str(layout.root), "derived": derived, "skipped": skipped,
+            "output": str(output) if output is not None else None,
+            "nothing_to_do": not derived and not wrote_copy}

@@ -1,0 +1,305 @@
+"""Joint geometric and photometric transforms that keep every label and the camera consistent with the image.
+
+A sample (before collation) is a dict:
+
+    image   float32 (3, H, W) in [0, 1]
+    labels  {task name: tensor}  as `Task.to_tensor` gives: class tasks int64 (H, W), others float32 (C, H, W)
+    valid   {task name: bool (H, W)}  `Task.valid(label)` AND the region mask (padded pixels are invalid)
+    K       float32 (3, 3) intrinsics for the current image size, pixel centres at (u + 0.5, v + 0.5)
+    pose    float32 (4, 4) camera-to-world
+
+Other keys pass through untouched. Every transform is called as `transform(sample, tasks, generator)` and returns a
+new dict; random draws come only from `generator`, so a sample's augmentation is reproducible from its seed.
+
+How the camera follows the pixels (u, v are pixel indices, centres at u + 0.5):
+  resize to (H', W')  sx = W'/W, sy = H'/H, K' = diag(sx, sy, 1) K; exact with the pixel-centre convention because
+                      the continuous coordinate x maps to sx * x (u' + 0.5 = sx (u + 0.5)), as in
+                      `F.interpolate(align_corners=False)`. z-depth values are unchanged by resizing.
+  crop at (y0, x0)    cx -= x0, cy -= y0
+  pad left/top        cx += left, cy += top
+  mirror (width W)    u' = W - 1 - u, so cx' = W - cx and the skew changes sign; the camera-frame x axis flips, so
+                      normals get n_x -> -n_x (Task.hflip) and pose' = pose @ diag(-1, 1, 1, 1), which keeps every
+                      back-projected world point (and world-frame normal) where it was. The mirrored camera has a
+                      left-handed frame (det R' = -1): fine for projecting points, but not a rotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.tasks import Task
+
+Sample = dict[str, Any]
+MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+
+
+class Transform(Protocol):
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample: ...
+
+
+# --- deterministic operations (pure functions on a sample) ----------------------------------------------------------
+def image_size(sample: Sample) -> tuple[int, int]:
+    """(H, W) of the sample's image."""
+    return tuple(sample["image"].shape[-2:])
+
+
+def resize(sample: Sample, tasks: dict[str, Task], size: tuple[int, int]) -> Sample:
+    """Resize to `size` = (H', W'): image bilinear (antialiased when shrinking), labels and masks nearest-exact."""
+    height, width = image_size(sample)
+    size = (int(size[0]), int(size[1]))
+    if size == (height, width):
+        return dict(sample)
+    out = dict(sample)
+    image = F.interpolate(sample["image"][None], size=size, mode="bilinear", align_corners=False, antialias=True)
+    out["image"] = image[0].clamp(0.0, 1.0)
+    if "labels" in sample:
+        out["labels"] = {name: tasks[name].resize(label, size) for name, label in sample["labels"].items()}
+    if "valid" in sample:
+        out["valid"] = {name: F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0] > 0.5
+                        for name, mask in sample["valid"].items()}
+    if "K" in sample:
+        scale = torch.tensor([size[1] / width, size[0] / height, 1.0], dtype=sample["K"].dtype)
+        out["K"] = scale[:, None] * sample["K"]
+    return out
+
+
+def crop(sample: Sample, top: int, left: int, size: tuple[int, int]) -> Sample:
+    """Cut the window of `size` = (h, w) whose top-left pixel is (top, left); it must lie inside the image."""
+    height, width = image_size(sample)
+    h, w = size
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"crop {h}x{w} at ({top}, {left}) exceeds the {height}x{width} image")
+    window = (slice(top, top + h), slice(left, left + w))
+    out = dict(sample)
+    out["image"] = sample["image"][(..., *window)]
+    if "labels" in sample:
+        out["labels"] = {name: label[(..., *window)] for name, label in sample["labels"].items()}
+    if "valid" in sample:
+        out["valid"] = {name: mask[(..., *window)] for name, mask in sample["valid"].items()}
+    if "K" in sample:
+        out["K"] = _shift_principal_point(sample["K"], -left, -top)
+    return out
+
+
+def pad(sample: Sample, tasks: dict[str, Task], top: int, bottom: int, left: int, right: int) -> Sample:
+    """Pad each side by the given pixel counts: image with 0 (black), labels with `Task.fill`, masks with False."""
+    if top == bottom == left == right == 0:
+        return dict(sample)
+
+    def padded(tensor: torch.Tensor, value: float | bool) -> torch.Tensor:
+        height, width = tensor.shape[-2:]
+        new = tensor.new_full((*tensor.shape[:-2], height + top + bottom, width + left + right), value)
+        new[..., top:top + height, left:left + width] = tensor
+        return new
+
+    out = dict(sample)
+    out["image"] = padded(sample["image"], 0.0)
+    if "labels" in sample:
+        out["labels"] = {name: padded(label, tasks[name].fill) for name, label in sample["labels"].items()}
+    if "valid" in sample:
+        out["valid"] = {name: padded(mask, False) for name, mask in sample["valid"].items()}
+    if "K" in sample:
+        out["K"] = _shift_principal_point(sample["K"], left, top)
+    return out
+
+
+def hflip(sample: Sample, tasks: dict[str, Task]) -> Sample:
+    """Mirror left-right; K' has cx' = W - cx and negated skew, pose' = pose @ diag(-1, 1, 1, 1) (see module doc)."""
+    _, width = image_size(sample)
+    out = dict(sample)
+    out["image"] = sample["image"].flip(-1)
+    if "labels" in sample:
+        out["labels"] = {name: tasks[name].hflip(label) for name, label in sample["labels"].items()}
+    if "valid" in sample:
+        out["valid"] = {name: mask.flip(-1) for name, mask in sample["valid"].items()}
+    if "K" in sample:
+        K = sample["K"].clone()
+        K[0, 1] = -K[0, 1]
+        K[0, 2] = width - K[0, 2]
+        out["K"] = K
+    if "pose" in sample:
+        out["pose"] = sample["pose"] @ MIRROR_X.to(sample["pose"].dtype)
+    return out
+
+
+def _shift_principal_point(K: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
+    K = K.clone()
+    K[0, 2] += dx
+    K[1, 2] += dy
+    return K
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator, high: int) -> int:
+    """Uniform integer in [0, high]."""
+    return int(torch.randint(high + 1, (), generator=generator))
+
+
+# --- transform objects ---------------------------------------------------------------------------------------------
+class Compose:
+    """Apply transforms in order, all drawing from the same generator."""
+
+    def __init__(self, transforms: Sequence[Transform]):
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        for transform in self.transforms:
+            sample = transform(sample, tasks, generator)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class Resize:
+    """Resize to a fixed (H, W), aspect ratio not kept (the standard NYUD/PASCAL evaluation resize)."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        return resize(sample, tasks, self.size)
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
+
+
+class RandomScale:
+    """Resize by a factor drawn uniformly from [low, high] (relative to the current size, aspect ratio kept)."""
+
+    def __init__(self, low: float, high: float):
+        if not 0 < low <= high:
+            raise Mtl3dError(f"scale range must satisfy 0 < min <= max, got ({low}, {high})")
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        factor = _uniform(generator, self.low, self.high)
+        height, width = image_size(sample)
+        return resize(sample, tasks, (max(1, round(height * factor)), max(1, round(width * factor))))
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.low}, {self.high})"
+
+
+class PadTo:
+    """Pad at the bottom and right up to at least `size` = (H, W); the padding is invalid for every task."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        height, width = image_size(sample)
+        return pad(sample, tasks, 0, max(0, self.size[0] - height), 0, max(0, self.size[1] - width))
+
+    def __repr__(self) -> str:
+        return f"PadTo({self.size})"
+
+
+class ResizePad:
+    """Resize keeping the aspect ratio so the image fits inside `size`, then pad bottom/right to exactly `size`."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        height, width = image_size(sample)
+        factor = min(self.size[0] / height, self.size[1] / width)
+        fitted = (min(self.size[0], max(1, round(height * factor))), min(self.size[1], max(1, round(width * factor))))
+        sample = resize(sample, tasks, fitted)
+        return pad(sample, tasks, 0, self.size[0] - fitted[0], 0, self.size[1] - fitted[1])
+
+    def __repr__(self) -> str:
+        return f"ResizePad({self.size})"
+
+
+class RandomCrop:
+    """Crop a random `size` = (H, W) window; a smaller image is first padded at the bottom/right (invalid region)."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        sample = PadTo(self.size)(sample, tasks, generator)
+        height, width = image_size(sample)
+        top = _randint(generator, height - self.size[0])
+        left = _randint(generator, width - self.size[1])
+        return crop(sample, top, left, self.size)
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.size})"
+
+
+class RandomHorizontalFlip:
+    """Mirror with probability p (labels, normals, K and pose follow; see `hflip`)."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = float(p)
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        return hflip(sample, tasks) if float(torch.rand((), generator=generator)) < self.p else dict(sample)
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip({self.p})"
+
+
+class ColorJitter:
+    """Photometric jitter of the image only: brightness, contrast, saturation factors in [1 - x, 1 + x], hue shift in
+    [-hue, hue] (fraction of a turn), applied in that fixed order so one seed gives one result."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0):
+        if min(brightness, contrast, saturation, hue) < 0 or hue > 0.5:
+            raise Mtl3dError("color jitter strengths must be >= 0 (and hue <= 0.5)")
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        b = _uniform(generator, 1 - self.brightness, 1 + self.brightness)
+        c = _uniform(generator, 1 - self.contrast, 1 + self.contrast)
+        s = _uniform(generator, 1 - self.saturation, 1 + self.saturation)
+        h = _uniform(generator, -self.hue, self.hue)
+        image = TF.adjust_brightness(sample["image"], b)
+        image = TF.adjust_contrast(image, c)
+        image = TF.adjust_saturation(image, s)
+        if self.hue > 0:
+            image = TF.adjust_hue(image, h)
+        return dict(sample, image=image.clamp(0.0, 1.0))
+
+    def __repr__(self) -> str:
+        return f"ColorJitter({self.brightness}, {self.contrast}, {self.saturation}, {self.hue})"
+
+
+# --- factories -----------------------------------------------------------------------------------------------------
+def train_transform(size: tuple[int, int], scale: tuple[float, float] = (0.75, 1.5), flip: bool = True,
+                    jitter: float = 0.2) -> Compose:
+    """Training augmentation of the standard MTL codebases: random scale of the stored image, random crop to `size`
+    (padding when smaller), horizontal flip, colour jitter (brightness/contrast/saturation = `jitter`, no hue)."""
+    transforms: list[Transform] = []
+    if tuple(scale) != (1.0, 1.0):
+        transforms.append(RandomScale(*scale))
+    transforms.append(RandomCrop(size))
+    if flip:
+        transforms.append(RandomHorizontalFlip(0.5))
+    if jitter > 0:
+        transforms.append(ColorJitter(jitter, jitter, jitter))
+    return Compose(transforms)
+
+
+def eval_transform(size: tuple[int, int] | None, mode: str = "resize") -> Compose:
+    """Evaluation preprocessing: None keeps the stored size; "resize" stretches to `size`; "pad" fits the image
+    inside `size` keeping its aspect ratio and pads the rest (padding is excluded from metrics via `valid`)."""
+    if size is None:
+        return Compose([])
+    if mode == "resize":
+        return Compose([Resize(size)])
+    if mode == "pad":
+        return Compose([ResizePad(size)])
+    raise Mtl3dError(f"unknown eval resize mode {mode!r} (use 'resize' or 'pad')")
+

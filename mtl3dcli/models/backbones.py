@@ -1,0 +1,153 @@
+"""Image encoders behind one interface: `forward(image) -> list of feature maps`, with `channels` and `reductions`.
+
+Every backbone is built from a registry entry, never downloads anything, and loads ImageNet weights only from a
+local file (`load_pretrained`). timm and torchvision provide the real architectures; the tiny CNN exists so the
+demo and the tests train in minutes on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl3dcli.errors import Mtl3dError
+
+
+class Backbone(nn.Module):
+    """Wraps an encoder so it returns NCHW feature maps from fine to coarse."""
+
+    def __init__(self, encoder: nn.Module, channels: list[int], reductions: list[int], extract: Callable | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.channels = list(channels)
+        self.reductions = list(reductions)
+        self._extract = extract
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        feats = self._extract(self.encoder, image) if self._extract else self.encoder(image)
+        # some timm models (Swin) return NHWC; the channel count tells which axis holds channels
+        return [f if f.shape[1] == c else f.permute(0, 3, 1, 2).contiguous() for f, c in zip(feats, self.channels)]
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class TinyEncoder(nn.Module):
+    """Four stages at strides 4, 8, 16, 32 with two 3x3 convs each: a few hundred thousand parameters."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        widths = [width, width * 2, width * 3, width * 4]
+        self.stem = nn.Sequential(_conv_bn(3, width // 2, 2), _conv_bn(width // 2, width, 2))
+        stages, cin = [], width
+        for i, cout in enumerate(widths):
+            stages.append(nn.Sequential(_conv_bn(cin, cout, 1 if i == 0 else 2), _conv_bn(cout, cout, 1)))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+        self.widths = widths
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        x, feats = self.stem(image), []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def _tiny(options: dict[str, Any], width: int) -> Backbone:
+    encoder = TinyEncoder(width)
+    return Backbone(encoder, encoder.widths, [4, 8, 16, 32])
+
+
+def _timm(name: str, defaults: dict[str, Any] | None = None) -> Callable[[dict[str, Any], int], Backbone]:
+    def build(options: dict[str, Any], width: int) -> Backbone:
+        import timm
+
+        kwargs = {**(defaults or {}), **options}
+        try:
+            encoder = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise Mtl3dError(f"cannot build timm backbone {name!r} with {kwargs}: {exc}") from None
+        info = encoder.feature_info
+        return Backbone(encoder, info.channels(), info.reduction())
+
+    return build
+
+
+def _resnet50(options: dict[str, Any], width: int) -> Backbone:
+    import torchvision
+
+    encoder = torchvision.models.resnet50(weights=None, **options)
+    del encoder.fc, encoder.avgpool
+
+    def extract(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        feats = []
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+    return Backbone(encoder, [256, 512, 1024, 2048], [4, 8, 16, 32], extract)
+
+
+# HRNet: the raw branch outputs (18/36/72/144 channels for W18), as the standard multi-task HRNet baseline uses them.
+BACKBONES: dict[str, Callable[[dict[str, Any], int], Backbone]] = {
+    "tiny": _tiny,
+    "resnet50": _resnet50,
+    "hrnet18": _timm("hrnet_w18", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
+    "hrnet48": _timm("hrnet_w48", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
+    "vit-s": _timm("vit_small_patch16_224", {"dynamic_img_size": True, "out_indices": (2, 5, 8, 11)}),
+    "vit-l": _timm("vit_large_patch16_224", {"dynamic_img_size": True, "out_indices": (5, 11, 17, 23)}),
+    "swin-t": _timm("swin_tiny_patch4_window7_224"),
+}
+
+
+def build_backbone(name: str, options: dict[str, Any] | None = None, width: int = 32) -> Backbone:
+    """Registry name, or `timm:<model_name>` for any timm model that supports `features_only`."""
+    if name.startswith("timm:"):
+        return _timm(name[5:])(dict(options or {}), width)
+    if name not in BACKBONES:
+        raise Mtl3dError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)} or timm:<name>")
+    return BACKBONES[name](dict(options or {}), width)
+
+
+def load_pretrained(backbone: Backbone, path: str | os.PathLike) -> tuple[int, int]:
+    """Load ImageNet weights from a local safetensors file or a torch state dict (never unpickles objects).
+
+    Keys are matched after stripping common prefixes (`module.`, `backbone.`, `model.`); classifier weights and
+    keys the features-only encoder does not have are ignored. Returns (loaded, skipped) tensor counts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise Mtl3dError(f"pretrained weights not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    except Exception as exc:  # corrupt or foreign file: say which
+        raise Mtl3dError(f"cannot read pretrained weights {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise Mtl3dError(f"{path} does not hold a state dict")
+    target = backbone.encoder.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in ("", "module.", "backbone.", "model.", "encoder."):
+            name = key[len(prefix):] if key.startswith(prefix) else None
+            if name in target and isinstance(value, torch.Tensor) and value.shape == target[name].shape:
+                loaded[name] = value
+                break
+    if not loaded:
+        raise Mtl3dError(f"no tensor in {path} matches the backbone (is it the right architecture?)")
+    backbone.encoder.load_state_dict(loaded, strict=False)
+    return len(loaded), len(state) - len(loaded)

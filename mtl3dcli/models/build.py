@@ -1,0 +1,74 @@
+"""Config + dataset meta -> the model: the inference network and, when enabled, the training-only regularizer."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from mtl3dcli.config import Config
+from mtl3dcli.data.layout import DatasetMeta
+from mtl3dcli.engine.checkpoint import Weights
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.backbones import build_backbone, load_pretrained
+from mtl3dcli.models.multitask import MultiTaskNet
+from mtl3dcli.models.regularizer import Regularizer, build_regularizer
+from mtl3dcli.tasks import Task, parse_tasks
+
+
+def resolve_tasks(config: Config) -> list[Task]:
+    """The configured tasks with their per-task options (e.g. edge pos_weight) applied."""
+    tasks = parse_tasks(config.data.tasks)
+    options = {parse_tasks([k])[0].name: v for k, v in config.data.task_options.items()}
+    unused = set(options) - {t.name for t in tasks}
+    if unused:
+        raise Mtl3dError(f"data.task_options names task(s) not trained: {', '.join(sorted(unused))}")
+    return [t.with_options(**options[t.name]) if t.name in options else t for t in tasks]
+
+
+class MTL3DModel(nn.Module):
+    """`net` is everything inference needs; `regularizer` (or None) is only used by the training objective and
+    `render-views`. State-dict keys are `net.*` and `regularizer.*`, so inference can load `net.*` alone."""
+
+    def __init__(self, net: MultiTaskNet, regularizer: Regularizer | None, tasks: list[Task], meta: DatasetMeta):
+        super().__init__()
+        self.net = net
+        self.regularizer = regularizer
+        self.tasks = tasks
+        self.meta = meta
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(image)
+
+
+def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None = None,
+                load_backbone_weights: bool = True) -> MTL3DModel:
+    """`with_regularizer` None follows config.regularizer.enabled; False builds the inference graph only."""
+    tasks = resolve_tasks(config)
+    channels = {t.name: t.channels(meta) for t in tasks}
+    backbone = build_backbone(config.model.backbone, config.model.backbone_options, config.model.width)
+    if config.model.pretrained and load_backbone_weights:
+        load_pretrained(backbone, config.model.pretrained)
+    net = MultiTaskNet(backbone, channels, config.model.head_channels)
+    enabled = config.regularizer.enabled if with_regularizer is None else with_regularizer
+    regularizer = None
+    if enabled:
+        regularizer = build_regularizer(config.regularizer, net.feature_channels, tasks, channels, meta.depth_range)
+    return MTL3DModel(net, regularizer, tasks, meta)
+
+
+def model_from_weights(weights: Weights, with_regularizer: bool = False) -> MTL3DModel:
+    """Rebuild the model a weights file describes. Inference (`with_regularizer=False`) loads `net.*` only."""
+    if with_regularizer and not weights.has_regularizer:
+        raise Mtl3dError("these weights have no regularizer (trained with regularizer.enabled=false); "
+                         "render-views needs a model trained with the 3D-aware regularizer")
+    config = copy.deepcopy(weights.config)
+    config.regularizer.enabled = with_regularizer
+    model = build_model(config, weights.meta, load_backbone_weights=False)
+    state = {k: v for k, v in weights.state.items() if with_regularizer or k.startswith("net.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise Mtl3dError(f"weights do not fit the model they describe ({len(missing)} missing, {len(unexpected)} "
+                         f"unexpected tensors, e.g. {(missing + unexpected)[0]})")
+    return model
