@@ -1,6 +1,7 @@
 """Benchmark: synthetic dataset generation throughput (ray casting + label derivation + file writing).
 
-Prints one JSON line: {"views": N, "height": H, "width": W, "workers": P, "seconds": s, "views_per_s": r}.
+Prints one JSON line: {"views": N, "height": H, "width": W, "workers": P, "seconds": s, "views_per_s": r,
+"cpu_seconds": c}; cpu_seconds (this process and its workers) is the figure to compare on a busy machine.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ def main() -> None:
                                views=args.views, height=args.height, width=args.width)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "synthetic"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), os.times()
         generate_synthetic(out, options, overwrite=True, workers=args.workers)
-        seconds = time.perf_counter() - start
+        seconds, cpu_end = time.perf_counter() - start, os.times()
+    cpu = sum(getattr(cpu_end, k) - getattr(cpu_start, k) for k in ("user", "system", "children_user",
+                                                                     "children_system"))
     views = options.train_scenes * options.views
     print(json.dumps({"views": views, "height": args.height, "width": args.width, "workers": args.workers,
-                      "seconds": round(seconds, 3), "views_per_s": round(views / seconds, 1)}))
+                      "seconds": round(seconds, 3), "views_per_s": round(views / seconds, 1),
+                      "cpu_seconds": round(cpu, 3)}))
 
 
 if __name__ == "__main__":

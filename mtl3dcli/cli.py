@@ -6,6 +6,7 @@ Heavy imports (torch, models) happen inside the commands so `--help` stays insta
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -70,6 +71,8 @@ def download(
     views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 5,
     size: Annotated[str, typer.Option(help="synthetic: image size HEIGHTxWIDTH.")] = "96x128",
     seed: Annotated[int, typer.Option(help="synthetic: generator seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="synthetic: parallel processes (output is identical for any "
+                                              "number).")] = 0,
 ) -> None:
     """Fetch a dataset into the common layout: [bold]synthetic[/] is generated locally (no network); [bold]nyuv2[/]
     and [bold]pascal-context[/] download the standard NYUD_MT / PASCAL_MT archives (resumable, checksummed)."""
@@ -86,7 +89,8 @@ def download(
         options = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
                                    width=width, seed=seed)
         with progress_bar("generating", console) as advance:
-            root = generate_synthetic(target, options, overwrite=overwrite, progress=advance)
+            root = generate_synthetic(target, options, overwrite=overwrite, progress=advance,
+                                      workers=workers or min(4, os.cpu_count() or 1))
     else:
         from mtl3dcli.data.download import download_dataset
 
@@ -236,17 +240,18 @@ def render_views(
     frames: Annotated[int, typer.Option(help="Number of novel views.")] = 36,
     orbit_degrees: Annotated[float, typer.Option(help="Largest rotation away from the input view.")] = 15.0,
     path: Annotated[str, typer.Option(help="Camera path: orbit, spiral or swing.")] = "orbit",
-    size: Annotated[Optional[str], typer.Option(help="Render size HEIGHTxWIDTH (default: the training render "
-                                                     "size).")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Render size HEIGHTxWIDTH (default: 4x the training "
+                                                     "render size).")] = None,
     fps: Annotated[float, typer.Option(help="GIF frame rate.")] = 12.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Render the learned tri-plane fields (each task, depth, opacity, feature PCA) from novel camera poses
     around the input view: PNG frames, one animated GIF per field and a contact sheet."""
+    render_size = _size(size, "--size")  # before the heavy import, so a typo fails at once
     from mtl3dcli.views import run_render_views
 
     written = run_render_views(image, weights, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
-                               size=_size(size, "--size"), fps=fps, device=device)
+                               size=render_size, fps=fps, device=device)
     out_console.print(f"wrote {len(written['gifs'])} GIFs, {written['frames']} frames and {written['sheet']}")
 
 
@@ -261,27 +266,24 @@ def list_presets_command() -> None:
 
 
 def main() -> None:
-    """Console-script entry: run the app, turning user errors into one line and exit code 2."""
-    import click
+    """Console-script entry: run the app, turning user errors into one line and exit code 2.
 
+    Typer runs in standalone mode so it reports usage errors and honours `typer.Exit(code)` itself (it vendors its
+    own click, whose exception classes differ from the `click` package's)."""
     try:
-        app(standalone_mode=False)
+        app()
     except Mtl3dError as exc:
         if _state["debug"]:
             raise
         console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         sys.exit(130)
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if _state["debug"]:
             raise
-        console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        first = (str(exc).splitlines() or [""])[0]
+        console.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                       highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -153,7 +153,10 @@ def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return merge(_read_preset(str(base), (*seen, str(path.resolve()))), data)
+    base = str(base)
+    if Path(base).suffix in (".yaml", ".yml") or os.sep in base:
+        base = str(path.parent / base)  # a relative base path is relative to the file naming it, not the cwd
+    return merge(_read_preset(base, (*seen, str(path.resolve()))), data)
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

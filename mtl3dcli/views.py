@@ -168,6 +168,8 @@ def run_render_views(image_path: Path, weights_path: Path, *, out: Path, frames:
     train_size = weights.config.data.eval_size or weights.config.data.size
     tensor = F.interpolate(tensor, size=inference_size(*array.shape[:2], train_size), mode="bilinear",
                            align_corners=False, antialias=True)
+    if size is None:  # the field is continuous: render 4x finer than the training renders by default
+        size = tuple(4 * s for s in weights.config.regularizer.render_size)
     colored = colorize_fields(model, render_fields(model, tensor, poses, size))
     gifs = []
     for field, images in colored.items():

@@ -261,3 +261,14 @@ def test_merge_of_two_meters_equals_one_meter_over_both_batches(kind, make):
     assert a.compute() == pytest.approx(together.compute())
     a.reset()
     assert all(int(v.abs().sum()) == 0 for v in a.state().values())
+
+
+def test_edge_worker_processes_give_identical_counts():
+    batch = _random_batches("binary", 3)
+    serial, parallel = EdgeMeter(max_dist=0.1, thresholds=4), EdgeMeter(max_dist=0.1, thresholds=4, workers=2)
+    serial.update(*batch)
+    parallel.update(*batch)
+    parallel.update(*batch)
+    serial.update(*batch)
+    assert all(torch.equal(v, parallel.state()[k]) for k, v in serial.state().items())
+    assert int(parallel.state()["images"]) == 4 and parallel._pool is None

@@ -78,7 +78,8 @@ def test_empty_room_has_exact_depth_normals_and_classes():
     assert out["depth"][23, 31] == pytest.approx(5.0, abs=1e-5)
     np.testing.assert_allclose(out["normals"][23, 31], [0, 0, -1], atol=1e-6)
     assert out["semseg"][23, 31] == CLASS_ID["wall"]
-    # bottom row, middle column: ray y = 23.5 / fy per metre of z-depth reaches the floor 1.5 m down at z = 1.5 fy / 23.5
+    # bottom row, middle column: the ray drops 23.5 / fy per metre of z-depth, so the floor 1.5 m down is at
+    # z = 1.5 fy / 23.5
     assert out["depth"][47, 31] == pytest.approx(1.5 * fy / 23.5, rel=1e-5)
     np.testing.assert_allclose(out["normals"][47, 31], [0, -1, 0], atol=1e-6)
     assert out["semseg"][47, 31] == CLASS_ID["floor"]

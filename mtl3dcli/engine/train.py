@@ -182,8 +182,12 @@ def _train(config: Config, run_dir: Path, resume: bool, console: Console, contex
             ema.model.load_state_dict(state["ema"])
         step, best = int(state["step"]), state.get("best")
         if step >= cfg.steps:
-            raise Mtl3dError(f"{run_dir} already finished {step} of {cfg.steps} steps (raise train.steps to go on)")
-    elif context.main:
+            if context.main:
+                console.print(f"{run_dir} already finished {step} of {cfg.steps} steps (raise --steps to go on)")
+            return {"run_dir": str(run_dir), "step": step, "best": best, "metrics": {}}
+    elif (weights_dir / "last.state.pt").exists():
+        raise Mtl3dError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    if context.main:  # on resume too: the run may continue with more steps than first planned
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     barrier(context)

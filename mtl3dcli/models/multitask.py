@@ -26,12 +26,14 @@ class FeatureFusion(nn.Module):
 
 
 class TaskHead(nn.Module):
-    """3x3 conv + BN + ReLU, then a 1x1 conv to the task's output channels."""
+    """1x1 conv to `hidden` channels (cheap on the wide fused features), a 3x3 conv for spatial context, then a
+    1x1 conv to the task's output channels; BN + ReLU between."""
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int):
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
             nn.Conv2d(hidden, out_channels, 1),
         )
 

@@ -1,0 +1,168 @@
+"""Backbones, local pretrained weights, the multi-task network and the regularizer's render outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import save_file
+
+from mtl3dcli.data.layout import DatasetMeta
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.backbones import build_backbone, load_pretrained
+from mtl3dcli.models.build import build_model
+from mtl3dcli.models.multitask import MultiTaskNet
+from mtl3dcli.models.regularizer import RenderCamera
+
+META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
+                   classes={"semseg": ["a", "b", "c", "d", "e"]}, depth_range=(0.5, 5.0))
+
+
+def _check_features(backbone, size=(64, 64)):
+    with torch.no_grad():
+        feats = backbone(torch.rand(2, 3, *size))
+    assert len(feats) == len(backbone.channels) == len(backbone.reductions)
+    for f, c, r in zip(feats, backbone.channels, backbone.reductions):
+        assert tuple(f.shape) == (2, c, size[0] // r, size[1] // r)
+
+
+def test_tiny_backbone_channels_and_reductions():
+    backbone = build_backbone("tiny", width=8)
+    assert backbone.channels == [8, 16, 24, 32]
+    assert backbone.reductions == [4, 8, 16, 32]
+    _check_features(backbone, (64, 96))
+
+
+@pytest.mark.parametrize("name, channels", [
+    ("hrnet18", [18, 36, 72, 144]),
+    ("resnet50", [256, 512, 1024, 2048]),
+])
+def test_real_backbones_declare_their_features(name, channels):
+    backbone = build_backbone(name)
+    assert backbone.channels == channels
+    assert backbone.reductions == [4, 8, 16, 32]
+    _check_features(backbone)
+
+
+def test_unknown_backbone_lists_choices():
+    with pytest.raises(Mtl3dError, match="unknown backbone 'vgg'.*tiny.*hrnet18"):
+        build_backbone("vgg")
+
+
+def test_load_pretrained_safetensors_loads_every_tensor(tmp_path):
+    source = build_backbone("tiny", width=8)
+    state = {k: v.clone() for k, v in source.encoder.state_dict().items()}
+    state["fc.weight"] = torch.zeros(10, 32)  # a classifier the features-only encoder lacks: skipped
+    path = tmp_path / "imagenet.safetensors"
+    save_file(state, str(path))
+    target = build_backbone("tiny", width=8)
+    assert load_pretrained(target, path) == (len(state) - 1, 1)
+    for key, value in target.encoder.state_dict().items():
+        assert torch.equal(value, source.encoder.state_dict()[key]), key
+
+
+def test_load_pretrained_torch_state_dict_with_prefix(tmp_path):
+    """A `{'state_dict': {'module.<key>': ...}}` torch file (DDP-trained) loads after stripping the prefix."""
+    source = build_backbone("tiny", width=8)
+    state = {f"module.{k}": v.clone() for k, v in source.encoder.state_dict().items()}
+    path = tmp_path / "imagenet.pth"
+    torch.save({"state_dict": state}, path)
+    target = build_backbone("tiny", width=8)
+    assert load_pretrained(target, path) == (len(state), 0)
+    first = next(iter(source.encoder.state_dict()))
+    assert torch.equal(target.encoder.state_dict()[first], source.encoder.state_dict()[first])
+
+
+def test_load_pretrained_errors(tmp_path):
+    backbone = build_backbone("tiny", width=8)
+    foreign = tmp_path / "other.safetensors"
+    save_file({"classifier.weight": torch.zeros(3, 3), "stem.0.0.weight": torch.zeros(1)}, str(foreign))
+    with pytest.raises(Mtl3dError, match="no tensor in .*other.safetensors matches the backbone"):
+        load_pretrained(backbone, foreign)
+    with pytest.raises(Mtl3dError, match="pretrained weights not found"):
+        load_pretrained(backbone, tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(Mtl3dError, match="cannot read pretrained weights .*corrupt.safetensors"):
+        load_pretrained(backbone, corrupt)
+
+
+def test_multitask_net_outputs_at_input_resolution():
+    channels = {"semseg": 5, "depth": 1, "normals": 3, "edge": 1}
+    net = MultiTaskNet(build_backbone("tiny", width=8), channels, head_channels=8).eval()
+    assert net.feature_channels == 8 + 16 + 24 + 32
+    image = torch.rand(2, 3, 40, 56)  # not a multiple of 32: outputs still match the input size
+    with torch.no_grad():
+        features = net.features(image)
+        outputs = net(image)
+    assert tuple(features.shape) == (2, 80, 10, 14)
+    assert set(outputs) == set(channels)
+    for name, c in channels.items():
+        assert tuple(outputs[name].shape) == (2, c, 40, 56)
+
+
+def _regularizer(tmp_path, *extra):
+    config = tiny_config(tmp_path, *extra)
+    model = build_model(config, META)
+    return model, model.regularizer
+
+
+@pytest.mark.parametrize("camera", ["orthographic", "perspective"])
+def test_regularizer_render_shapes_and_ranges(tmp_path, camera):
+    torch.manual_seed(0)
+    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}")
+    assert (reg.near, reg.far) == (0.5, 5.0)  # the dataset's depth range
+    image = torch.rand(2, 3, 32, 48)
+    K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(2, 3, 3)
+    cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
+    with torch.no_grad():
+        planes = reg.planes(model.net.features(image))
+        out = reg.render(planes, cam, stratified=True)
+    assert tuple(planes.shape) == (2, 3, 4, 8, 12)  # 3 planes of C=4 at the fused feature size (32/4, 48/4)
+    h, w = 8, 12  # regularizer.render_size
+    expected = {"semseg": 5, "depth": 1, "normals": 3, "edge": 1, "opacity": 1, "feature": 8}
+    assert set(out) == set(expected)
+    for key, c in expected.items():
+        assert tuple(out[key].shape) == (2, c, h, w), key
+    assert (out["opacity"] >= 0).all() and (out["opacity"] <= 1).all()
+    assert (out["depth"] >= 0.5 - 1e-5).all() and (out["depth"] <= 5.0 + 1e-5).all()
+    small = reg.render(planes, cam, size=(3, 5))
+    assert tuple(small["semseg"].shape) == (2, 5, 3, 5)
+
+
+def test_render_is_independent_of_chunking(tmp_path):
+    torch.manual_seed(0)
+    model, reg = _regularizer(tmp_path)
+    with torch.no_grad():
+        planes = reg.planes(model.net.features(torch.rand(2, 3, 32, 48)))
+        whole = reg.render(planes, RenderCamera())
+        reg.config.chunk = 10  # 5 rays per chunk at batch 2: many pieces, one of them ragged
+        pieces = reg.render(planes, RenderCamera())
+    for key in whole:
+        torch.testing.assert_close(pieces[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("camera, length", [("orthographic", 2.0), ("perspective", 4.5)])
+def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length):
+    """sigma constant in the whole cube: opacity = 1 - exp(-sigma L), L = 2 cube units (orthographic: the rays cross
+    the cube z = -1..1) or far - near = 5.0 - 0.5 metres (perspective: the frustum box holds every sample)."""
+    sigma = 0.3
+    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}")
+    reg.field.activation = lambda x: torch.full_like(x, sigma)
+    K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(1, 3, 3)
+    cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
+    with torch.no_grad():
+        planes = reg.planes(model.net.features(torch.rand(1, 3, 32, 48)))
+        out = reg.render(planes, cam, stratified=True)
+    expected = 1.0 - math.exp(-sigma * length)
+    torch.testing.assert_close(out["opacity"], torch.full_like(out["opacity"], expected), rtol=1e-5, atol=1e-6)
+    # midpoint samples of a homogeneous medium: depth = near + sum_i w_i t_i + (1 - opacity) * far, in metres
+    n, delta = reg.config.samples, length / reg.config.samples
+    weights = [math.exp(-sigma * delta * i) * (1 - math.exp(-sigma * delta)) for i in range(n)]
+    t = sum(w * (i + 0.5) * delta for i, w in enumerate(weights)) + (1 - expected) * length
+    depth = 0.5 + t * (4.5 / length)  # orthographic t in [0, 2] maps linearly onto [near, far]
+    with torch.no_grad():
+        mid = reg.render(planes, cam, stratified=False)
+    torch.testing.assert_close(mid["depth"], torch.full_like(mid["depth"], depth), rtol=1e-5, atol=1e-5)
