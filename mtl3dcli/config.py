@@ -60,6 +60,7 @@ class RegularizerConfig:
     task_hidden: int = 32
     density_activation: str = "softplus"  # softplus | trunc_exp
     aggregation: str = "sum"  # sum (the paper) | mean | product | concat
+    decode: str = "point"  # point: task MLPs on every sample, then composite | ray: composite the feature, then decode
     tasks: list[str] | None = None  # tasks to render; None = all model tasks
     alpha: dict[str, float] = field(default_factory=dict)  # per-task weight of the rendered loss
     default_alpha: float = 1.0
@@ -204,6 +205,7 @@ def validate(config: Config) -> None:
         "regularizer.camera": (config.regularizer.camera, ("orthographic", "perspective")),
         "regularizer.density_activation": (config.regularizer.density_activation, ("softplus", "trunc_exp")),
         "regularizer.aggregation": (config.regularizer.aggregation, ("sum", "mean", "product", "concat")),
+        "regularizer.decode": (config.regularizer.decode, ("point", "ray")),
         "train.optimizer": (config.train.optimizer, ("adamw", "sgd")),
         "train.schedule": (config.train.schedule, ("poly", "cosine", "constant")),
     }

@@ -16,10 +16,12 @@ Everything is moved to the CPU and accumulated in float64 / int64.
 from __future__ import annotations
 
 import abc
+import functools
 import math
 import multiprocessing
+import sys
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -270,6 +272,32 @@ class NormalsMeter(Meter):
 
 # --- boundaries ------------------------------------------------------------------------------------------------
 
+MATCH_SEED = 1  # any non-zero value; 0 would make the matcher seed itself from the clock
+
+
+@functools.cache
+def _matcher_reseed() -> Callable[[], None] | None:
+    """A function that reseeds the random generator of pyEdgeEval's correspondPixels port, or None if unavailable.
+
+    BSDS's matcher adds random sparse outlier edges to its assignment graph from a C++ generator seeded from the
+    clock, so counts on a cluttered map can vary by a pixel or two between runs and processes (in SEISM too).
+    Reseeding before every call makes each image's counts a pure function of its maps: runs are reproducible and
+    worker processes agree with in-process evaluation. The generator is a global object of the compiled module,
+    reached through its exported C++ symbols."""
+    import ctypes
+
+    import pyEdgeEval._lib  # noqa: F401  (loads the extension module)
+
+    try:
+        library = ctypes.CDLL(sys.modules["pyEdgeEval._lib.correspond_pixels"].__file__)
+        generator = ctypes.addressof(ctypes.c_char.in_dll(library, "_ZN6Random4randE"))
+        reseed = library._ZN6Random6reseedEm  # Random::reseed(u_int64_t), `this` first
+    except (AttributeError, KeyError, OSError, ValueError):
+        return None
+    reseed.argtypes, reseed.restype = [ctypes.c_void_p, ctypes.c_uint64], None
+    return lambda: reseed(generator, MATCH_SEED)
+
+
 def boundary_counts(probability: np.ndarray, boundary: np.ndarray, thresholds: np.ndarray, max_dist: float,
                     thin: bool = True) -> np.ndarray:
     """SEISM's per-image boundary counts at each threshold: (T, 4) int64 columns (cntR, sumR, cntP, sumP).
@@ -277,12 +305,14 @@ def boundary_counts(probability: np.ndarray, boundary: np.ndarray, thresholds: n
     probability (H, W) float, boundary (H, W) bool ground truth, thresholds (T,) ascending. At threshold t the edge
     map is `probability > t` (strict, as SEISM's read_one_cont_png), thinned to one pixel (pyEdgeEval's binary_thin,
     the same Guo-Hall thinning as MATLAB's bwmorph 'thin' Inf) and matched one-to-one to the ground truth with
-    pyEdgeEval's port of correspondPixels (max_dist a fraction of the image diagonal, outlier cost 100).
+    pyEdgeEval's port of correspondPixels (max_dist a fraction of the image diagonal, outlier cost 100), its random
+    generator reseeded to MATCH_SEED before each call (see `_matcher_reseed`).
     cntR = matched ground-truth pixels, sumR = ground-truth pixels, cntP = matched edge pixels, sumP = edge pixels.
     """
     from pyEdgeEval._lib import correspond_pixels
     from pyEdgeEval.preprocess import binary_thin
 
+    reseed = _matcher_reseed()
     counts = np.zeros((len(thresholds), 4), dtype=np.int64)
     sum_r = int(boundary.sum())
     previous_size, previous = -1, counts[0]
@@ -298,6 +328,8 @@ def boundary_counts(probability: np.ndarray, boundary: np.ndarray, thresholds: n
         if sum_p == 0 or sum_r == 0:
             counts[i] = (0, sum_r, 0, sum_p)
         else:
+            if reseed is not None:
+                reseed()
             match_edges, match_boundary, _, _ = correspond_pixels(edges, boundary, max_dist=max_dist)
             counts[i] = (int((match_boundary > 0).sum()), sum_r, int((match_edges > 0).sum()), sum_p)
         previous_size, previous = size, counts[i]

@@ -273,8 +273,9 @@ def test_interrupt_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, t
 
 
 def test_resume_after_kill_9_matches_the_uninterrupted_run(tmp_path, tiny_dataset, reference_run, one_thread):
-    """`mtl3d train` in a subprocess is SIGKILLed once a checkpoint exists; `--resume` then reproduces the
-    reference run's losses and learning rates for every later step, and its final weights."""
+    """`mtl3d train` in a subprocess is SIGKILLed once a checkpoint exists; resuming then reproduces the reference
+    run's losses and learning rates for every later step (the last record of a step logged twice), and its final
+    weights."""
     run_dir = tmp_path / "killed"
     sets = [f"--set={item}" for item in [*TINY_OVERRIDES, *RESUME_OVERRIDES]]
     command = [sys.executable, "-m", "mtl3dcli", "train", "--preset", "demo", "--data", str(tiny_dataset),
@@ -308,7 +309,7 @@ def test_resume_after_kill_9_matches_the_uninterrupted_run(tmp_path, tiny_datase
     assert 2 <= resumed_from < 12, "killed after the run had finished: nothing left to resume"
 
     train(load_config(str(run_dir / "config.yaml")), run_dir, resume=True)
-    _assert_same_losses(run_dir, reference_run, range(resumed_from + 1, 13))
+    _assert_same_losses(run_dir, reference_run, range(1, 13))  # before the kill (subprocess) and after it
     final, reference = (load_weights(r / "weights" / "last.safetensors") for r in (run_dir, reference_run))
     assert final.step == 12
     for key, value in reference.state.items():
@@ -346,8 +347,19 @@ def test_inference_model_matches_the_training_model(tiny_weights):
         assert torch.equal(got[name], want[name]), name
 
 
-def test_render_views_model_needs_regularizer_weights(tiny_weights_noreg):
-    weights = load_weights(tiny_weights_noreg)
+def test_weights_that_do_not_fit_their_config_are_an_error(tiny_weights):
+    weights = load_weights(tiny_weights)
+    dropped = next(key for key in weights.state if key.startswith("net.heads."))
+    del weights.state[dropped]
+    with pytest.raises(Mtl3dError, match=f"weights do not fit the model they describe .*{dropped}"):
+        model_from_weights(weights)
+
+
+def test_render_views_model_needs_regularizer_weights(tmp_path, tiny_dataset):
+    config = tiny_config(tiny_dataset, "regularizer.enabled=false")
+    meta = DatasetLayout(tiny_dataset).meta
+    path = save_weights(tmp_path / "noreg.safetensors", build_model(config, meta).state_dict(), config, meta, 0)
+    weights = load_weights(path)
     assert not weights.has_regularizer
     assert model_from_weights(weights).regularizer is None
     with pytest.raises(Mtl3dError, match="these weights have no regularizer"):

@@ -43,20 +43,17 @@ DENSITY_ACTIVATIONS = {"softplus": F.softplus, "trunc_exp": _TruncExp.apply}
 
 
 class TriplaneProjector(nn.Module):
-    """features (B, D, h, w) -> planes (B, 3, C, Hp, Wp): one conv block emits 3C channels, split into xy/xz/yz."""
+    """features (B, D, h, w) -> planes (B, 3, C, Hp, Wp): one light 1x1 conv emits 3C channels, split into the
+    xy/xz/yz planes (as EG3D reshapes a 2D generator's output), resized to `plane_size` if given."""
 
     def __init__(self, in_channels: int, plane_channels: int, plane_size: tuple[int, int] | None = None):
         super().__init__()
-        hidden = max(plane_channels * 2, 32)
-        self.block = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 3 * plane_channels, 1),
-        )
+        self.conv = nn.Conv2d(in_channels, 3 * plane_channels, 1)
         self.plane_channels = plane_channels
         self.plane_size = plane_size
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        planes = self.block(features)
+        planes = self.conv(features)
         if self.plane_size is not None and tuple(planes.shape[-2:]) != tuple(self.plane_size):
             planes = F.interpolate(planes, size=self.plane_size, mode="bilinear", align_corners=False)
         b, _, h, w = planes.shape
@@ -64,7 +61,8 @@ class TriplaneProjector(nn.Module):
 
 
 class TriplaneField(nn.Module):
-    """Per-point decoder: plane features (..., D) -> density (...), feature (..., F), {task: values (..., C_t)}."""
+    """The decoder. `density`: plane features (..., D) -> density (...) and a shared feature (..., F) (one MLP
+    shared by all tasks); `decode`: feature (..., F) -> {task: values (..., C_t)} (one light MLP per task)."""
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
                  density_activation: str = "softplus"):
@@ -72,18 +70,19 @@ class TriplaneField(nn.Module):
         self.shared = nn.Sequential(nn.Linear(in_dim, density_hidden), nn.ReLU(inplace=True),
                                     nn.Linear(density_hidden, 1 + density_hidden))
         self.task_mlps = nn.ModuleDict({
-            name: nn.Sequential(nn.Linear(density_hidden, task_hidden), nn.ReLU(inplace=True),
+            name: nn.Sequential(nn.ReLU(), nn.Linear(density_hidden, task_hidden), nn.ReLU(inplace=True),
                                 nn.Linear(task_hidden, c))
             for name, c in channels.items()
         })
         self.activation = DENSITY_ACTIVATIONS[density_activation]
         self.feature_dim = density_hidden
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.shared(x)
-        sigma, feature = self.activation(out[..., 0]), out[..., 1:]
-        hidden = F.relu(feature)
-        return sigma, feature, {name: mlp(hidden) for name, mlp in self.task_mlps.items()}
+        return self.activation(out[..., 0]), out[..., 1:]
+
+    def decode(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: mlp(feature) for name, mlp in self.task_mlps.items()}
 
 
 @dataclass
@@ -176,11 +175,16 @@ class Regularizer(nn.Module):
         points = origins[:, :, None, :] + t[..., None] * directions[:, :, None, :]
         xyz = to_cube(points.reshape(b, r * n, 3))
         feats = sample_triplane(planes, xyz, self.config.aggregation)
-        sigma, feature, values = self.field(feats)
+        sigma, feature = self.field.density(feats)
         sigma = torch.where(inside_cube(xyz), sigma, torch.zeros_like(sigma)).view(b, r, n)
+        feature = feature.view(b, r, n, -1)
         weights = render_weights(sigma, deltas)
-        out = {name: composite(weights, v.view(b, r, n, -1)) for name, v in values.items()}
-        out["feature"] = composite(weights, feature.view(b, r, n, -1))
+        composited = composite(weights, feature)
+        if self.config.decode == "point":  # task values per point, then alpha-composited (the NeRF formulation)
+            out = {name: composite(weights, v) for name, v in self.field.decode(feature).items()}
+        else:  # "ray": composite the shared feature, then decode once per ray (deferred, far cheaper)
+            out = self.field.decode(composited)
+        out["feature"] = composited
         out["opacity"] = accumulated_opacity(weights)[..., None]
         out["t"] = expected_depth(weights, t, far=far)
         return out

@@ -1,0 +1,173 @@
+"""The real `python -m mtl3dcli` entry point: help texts, --version, and user errors as one line + exit code 2.
+
+Every command runs in a subprocess (so exit codes and stderr are exactly what a user sees); the slow ones, which
+import torch, are started together once per module and checked by separate tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mtl3dcli import __version__, fileio
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("download", "preprocess", "train", "evaluate", "predict", "render-views", "presets")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONPATH=str(REPO))
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mtl3dcli", *map(str, args)], cwd=cwd, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    return finish(start(args, cwd))
+
+
+# --- help and version (no torch import: fast) --------------------------------------------------------------------
+HELP_MENTIONS = {
+    "download": ["--out", "--url", "--overwrite", "synthetic", "nyuv2", "pascal-context"],
+    "preprocess": ["--nyu13", "--resize", "--out"],
+    "train": ["--preset", "--set", "--resume", "--steps", "--tasks", "torchrun"],
+    "evaluate": ["--weights", "--data", "--split", "--tasks", "--rendered", "--references", "--out"],
+    "predict": ["--weights", "--tasks", "--out", "--format", "png", "npy"],
+    "render-views": ["--weights", "--out", "--frames", "--orbit-degrees", "--path", "--size", "orbit", "spiral",
+                     "swing"],
+    "presets": ["preset"],
+}
+
+
+def test_root_help_lists_every_command_and_global_option(tmp_path):
+    code, out, err = run(["--help"], tmp_path)
+    assert code == 0, err
+    for name in (*COMMANDS, "--version", "--debug"):
+        assert name in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_mentions_its_key_options(command, tmp_path):
+    code, out, err = run([command, "--help"], tmp_path)
+    assert code == 0, err
+    for word in HELP_MENTIONS[command]:
+        assert word in out, f"{command} --help does not mention {word}"
+
+
+def test_version(tmp_path):
+    code, out, _ = run(["--version"], tmp_path)
+    assert code == 0
+    assert out.strip() == f"mtl3d {__version__}"
+
+
+def test_no_arguments_shows_help_not_a_crash(tmp_path):
+    code, out, err = run([], tmp_path)
+    assert code in (0, 2)
+    assert "Usage" in out + err and "Traceback" not in err and "internal error" not in err
+
+
+def test_missing_required_option_is_a_usage_error(tmp_path):
+    code, out, err = run(["predict", "x.png"], tmp_path)
+    assert code == 2
+    assert "--weights" in err and "Traceback" not in err and "internal error" not in err
+
+
+# --- user errors: exit code 2, one line ------------------------------------------------------------------------
+def invoke(args: list, capsys) -> tuple[int, str, str]:
+    """The entry point in this process (torch is already imported here): (exit code, stdout, stderr)."""
+    from mtl3dcli import cli
+
+    capsys.readouterr()
+    argv = sys.argv
+    sys.argv = ["mtl3d", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, out: str, err: str, culprit: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:")
+    assert culprit in lines[0], f"the error should name {culprit!r}: {lines[0]}"
+    assert "Traceback" not in err + out
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("cli_errors")
+    image = work / "photo.png"
+    fileio.write_image(image, np.full((20, 30, 3), 128, np.uint8))
+    corrupt = work / "corrupt.safetensors"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 512, dtype=np.uint8).tobytes())
+    foreign = work / "foreign.safetensors"
+    save_file({"weight": torch.zeros(3)}, str(foreign), metadata={"format": "pt"})
+    return {"image": image, "corrupt": corrupt, "foreign": foreign, "absent": work / "absent.safetensors"}
+
+
+def test_unknown_dataset_in_a_subprocess(tmp_path):
+    assert_one_line_error(*run(["download", "nosuch", "--out", tmp_path / "d"], tmp_path), "nosuch")
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_weights_in_a_subprocess(bad_files, tmp_path):
+    code, out, err = run(["predict", bad_files["image"], "--weights", bad_files["absent"]], tmp_path)
+    assert_one_line_error(code, out, err, "absent.safetensors")
+    assert "not found" in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, _, err = run(["--debug", "download", "nosuch"], tmp_path)
+    assert code != 0
+    assert "Traceback" in err and "Mtl3dError" in err and "nosuch" in err
+
+
+@pytest.mark.parametrize("case", ["preset", "set_key", "weights_corrupt", "weights_foreign", "task_unknown",
+                                  "task_absent", "size", "size_zero", "split"])
+def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, tiny_dataset, tmp_path,
+                                                 monkeypatch, capsys):
+    image, weights = bad_files["image"], tiny_weights
+    cases = {
+        "preset": (["train", "--preset", "nosuch"], "nosuch", "unknown preset"),
+        "set_key": (["train", "--set", "train.nosuch=1"], "nosuch", "unknown key"),
+        "weights_corrupt": (["predict", image, "--weights", bad_files["corrupt"]], "corrupt.safetensors",
+                            "not a readable safetensors"),
+        "weights_foreign": (["predict", image, "--weights", bad_files["foreign"]], "foreign.safetensors",
+                            "not an mtl3d weights file"),
+        "task_unknown": (["predict", image, "--weights", weights, "--tasks", "foo"], "foo", "unknown task"),
+        "task_absent": (["predict", image, "--weights", weights, "--tasks", "seg,saliency"], "saliency",
+                        "no saliency head"),
+        "size": (["render-views", image, "--weights", weights, "--size", "12by16"], "12by16", "HEIGHTxWIDTH"),
+        "size_zero": (["render-views", image, "--weights", weights, "--size", "0x16"], "0x16", "positive"),
+        "split": (["evaluate", "--weights", weights, "--data", tiny_dataset, "--split", "nosuch"], "nosuch",
+                  "available: train, val"),
+    }
+    args, culprit, says = cases[case]
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(args, capsys)
+    assert_one_line_error(code, out, err, culprit)
+    assert says in err
+    assert not any(tmp_path.iterdir()), "a failed command must not leave files behind"

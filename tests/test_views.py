@@ -1,0 +1,165 @@
+"""`mtl3d render-views`: camera paths, the novel-view transform, frames/GIFs/contact sheet on disk, and pose 0
+being exactly the regularizer's training-view render."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtl3dcli import fileio
+from mtl3dcli.data.datasets import default_intrinsics
+from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.build import model_from_weights
+from mtl3dcli.models.regularizer import RenderCamera
+from mtl3dcli.predict import inference_size
+from mtl3dcli.views import (DEFAULT_FOV_DEG, PATHS, camera_path, novel_view_transform, render_fields, rotation,
+                            run_render_views)
+
+FIELDS = ["semseg", "normals", "edge", "depth", "opacity", "features"]  # depth is rendered as ray depth, once
+SIZE = (10, 14)
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("views_in") / "photo.png"
+    yy, xx = np.mgrid[0:40, 0:56]
+    image = np.stack([xx * 4, yy * 6, (xx + yy) * 2], axis=-1) % 256
+    fileio.write_image(path, image.astype(np.uint8))
+    return path
+
+
+def preprocessed(path: Path, weights) -> torch.Tensor:
+    """The image as render-views feeds it to the encoder: (1, 3, h, w) in [0, 1] at the inference size."""
+    array = fileio.read_image(path)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)[None]
+    size = inference_size(*array.shape[:2], weights.config.data.eval_size or weights.config.data.size)
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def loaded(weights_path: Path):
+    weights = load_weights(weights_path)
+    return weights, model_from_weights(weights, with_regularizer=True).eval()
+
+
+# --- camera paths ------------------------------------------------------------------------------------------------
+def test_camera_paths_by_hand():
+    np.testing.assert_allclose(camera_path("orbit", 4, 10.0), [(0, 0), (10, 5), (0, 10), (-10, 5)], atol=1e-12)
+    np.testing.assert_allclose(camera_path("swing", 4, 10.0), [(0, 0), (10, 0), (0, 0), (-10, 0)], atol=1e-12)
+    # spiral: radius 0, 5, 10 at angles 2 * (0, 120, 240) degrees
+    s3 = math.sqrt(3) / 2
+    np.testing.assert_allclose(camera_path("spiral", 3, 10.0), [(0, 0), (-5 * s3, 3.75), (10 * s3, 7.5)],
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", PATHS)
+@pytest.mark.parametrize("frames", [1, 7, 36])
+def test_every_path_starts_at_the_input_view(kind, frames):
+    poses = camera_path(kind, frames, 15.0)
+    assert len(poses) == frames and poses[0] == (0.0, 0.0)
+    assert all(abs(yaw) <= 15.0 + 1e-9 and -1e-9 <= pitch <= 15.0 + 1e-9 for yaw, pitch in poses)
+
+
+def test_camera_path_errors():
+    with pytest.raises(Mtl3dError, match="unknown camera path 'circle'"):
+        camera_path("circle", 4, 10.0)
+    with pytest.raises(Mtl3dError, match="--frames"):
+        camera_path("orbit", 0, 10.0)
+
+
+def test_novel_view_transform():
+    r = rotation(90.0, 0.0)
+    torch.testing.assert_close(r @ torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]), atol=1e-6,
+                               rtol=0)  # yaw 90: looking along +z becomes looking along +x
+    r = rotation(20.0, -35.0)
+    torch.testing.assert_close(r @ r.T, torch.eye(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(novel_view_transform(0.0, 0.0, (0.0, 0.0, 2.75)), torch.eye(4))
+    t = novel_view_transform(30.0, 10.0, (0.0, 0.0, 2.75))
+    torch.testing.assert_close(t @ torch.tensor([0.0, 0.0, 2.75, 1.0]), torch.tensor([0.0, 0.0, 2.75, 1.0]),
+                               atol=1e-6, rtol=0)  # the pivot stays put
+    # the novel camera's centre swings around the pivot on a circle of radius 2.75
+    centre = t @ torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert float((centre[:3] - torch.tensor([0.0, 0.0, 2.75])).norm()) == pytest.approx(2.75, abs=1e-5)
+
+
+# --- rendering ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fixture", ["tiny_weights", "tiny_weights_perspective"])
+def test_files_on_disk(fixture, photo, tmp_path, request):
+    weights = request.getfixturevalue(fixture)
+    written = run_render_views(photo, weights, out=tmp_path, frames=FRAMES, orbit_degrees=15.0, size=SIZE,
+                               device="cpu")
+    assert written["fields"] == FIELDS and written["frames"] == FRAMES
+    for field in FIELDS:
+        frames = sorted((tmp_path / "frames" / field).iterdir())
+        assert [p.name for p in frames] == [f"{i:03d}.png" for i in range(FRAMES)]
+        assert all(iio.imread(p).shape == (*SIZE, 3) for p in frames)
+        gif = iio.imread(tmp_path / f"{field}.gif", index=None)
+        assert gif.shape[:3] == (FRAMES, *SIZE)
+    assert written["gifs"] == [tmp_path / f"{field}.gif" for field in FIELDS]
+    # contact sheet: one row per field, 4 tiles of 2x upscaled frames with 2-px gutters
+    assert iio.imread(written["sheet"]).shape == (len(FIELDS) * (2 * SIZE[0] + 4), FRAMES * (2 * SIZE[1] + 4), 3)
+
+
+def test_default_size_is_four_times_the_training_render(tiny_weights, photo, tmp_path):
+    run_render_views(photo, tiny_weights, out=tmp_path, frames=1, device="cpu")
+    assert iio.imread(tmp_path / "frames" / "opacity" / "000.png").shape == (32, 48, 3)  # render_size 8x12
+
+
+def test_frame_zero_on_disk_is_the_training_view_render(tiny_weights, photo, tmp_path):
+    run_render_views(photo, tiny_weights, out=tmp_path, frames=FRAMES, size=SIZE, device="cpu")
+    weights, model = loaded(tiny_weights)
+    with torch.no_grad():
+        planes = model.regularizer.planes(model.net.features(preprocessed(photo, weights)))
+        opacity = model.regularizer.render(planes, RenderCamera(), size=SIZE)["opacity"][0, 0]
+    expected = np.round(opacity.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "frames" / "opacity" / "000.png")[..., 0], expected)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_weights", "tiny_weights_perspective"])
+def test_pose_zero_reproduces_the_regularizer_render_and_other_poses_differ(fixture, photo, request):
+    weights, model = loaded(request.getfixturevalue(fixture))
+    image = preprocessed(photo, weights)
+    reg = model.regularizer
+    fields = render_fields(model, image, camera_path("orbit", FRAMES, 15.0))
+    with torch.no_grad():
+        planes = reg.planes(model.net.features(image))
+        if reg.perspective:  # a new photo has no intrinsics: render-views assumes a 60 degree field of view
+            K = default_intrinsics(tuple(image.shape[-2:]), DEFAULT_FOV_DEG)[None]
+            camera = RenderCamera(K_src=K, image_size=tuple(image.shape[-2:]))
+        else:  # the training camera of the orthographic regularizer
+            camera = RenderCamera()
+        direct = reg.render(planes, camera, stratified=False)
+        identity = reg.render(planes, RenderCamera(K_src=camera.K_src, image_size=camera.image_size,
+                                                   transform=torch.eye(4)[None]), stratified=False)
+    assert set(fields) == set(direct)
+    for name, value in direct.items():
+        assert len(fields[name]) == FRAMES
+        assert fields[name][0].shape == value[0].shape == (value.shape[1], 8, 12)
+        torch.testing.assert_close(fields[name][0], value[0], rtol=0, atol=0)
+        torch.testing.assert_close(identity[name], value, rtol=1e-5, atol=1e-5)
+    for k in range(1, FRAMES):
+        change = max(float((fields[name][k] - fields[name][0]).abs().max()) for name in ("depth", "feature"))
+        assert change > 1e-4, f"frame {k} looks exactly like the input view"
+
+
+def test_weights_without_regularizer_are_refused(tiny_weights_noreg, photo, tmp_path):
+    with pytest.raises(Mtl3dError, match="no regularizer"):
+        run_render_views(photo, tiny_weights_noreg, out=tmp_path, frames=2, size=SIZE, device="cpu")
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_options_fail_before_any_work(tiny_weights, photo, tmp_path):
+    with pytest.raises(Mtl3dError, match="--fps"):
+        run_render_views(photo, tiny_weights, out=tmp_path, frames=2, fps=0, device="cpu")
+    with pytest.raises(Mtl3dError, match="swirl"):
+        run_render_views(photo, tiny_weights, out=tmp_path, path="swirl", device="cpu")
+    with pytest.raises(Mtl3dError, match="missing image"):
+        run_render_views(tmp_path / "absent.png", tiny_weights, out=tmp_path / "o", frames=2, device="cpu")
+    assert not any(tmp_path.iterdir())
