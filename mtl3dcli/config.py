@@ -94,8 +94,14 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    edge_thresholds: int = 99  # thresholds of the odsF sweep
+    edge_thresholds: int = 99  # thresholds of the odsF sweep (evenly spaced in (0, 1))
+    edge_workers: int = 0  # processes for boundary matching (the slow part); 0 = one per CPU core, at most 8
     references: dict[str, dict[str, float]] = field(default_factory=dict)  # single-task numbers for Delta_m
+
+    def metric_options(self) -> dict[str, Any]:
+        """Keyword options for Task.metric (see mtl3dcli.tasks)."""
+        workers = self.edge_workers or min(8, os.cpu_count() or 1)
+        return {"edge_thresholds": self.edge_thresholds, "edge_workers": workers if workers > 1 else 0}
 
 
 @dataclass

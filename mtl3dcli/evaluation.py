@@ -60,9 +60,10 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
     model.to(torch_device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch_device.type == "cuda")
-    thresholds = edge_thresholds if edge_thresholds is not None else config.eval.edge_thresholds
+    if edge_thresholds is not None:
+        config.eval.edge_thresholds = edge_thresholds
     results = evaluate(model, loader, torch_device, rendered=rendered, tasks=selected,
-                       metric_options={"edge_thresholds": thresholds})
+                       metric_options=config.eval.metric_options())
     refs = _references(references) if references else config.eval.references
     report: dict[str, Any] = {
         "weights": str(weights_path), "step": weights.step, "dataset": str(root), "split": split,
@@ -78,10 +79,10 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
 
 def _references(path: Path) -> dict[str, dict[str, float]]:
     data = fileio.read_json(path)
+    if isinstance(data, dict) and isinstance(data.get("results"), dict):  # an `mtl3d evaluate` output file
+        data = data["results"]
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise Mtl3dError(f"{path}: references must be {{task: {{metric: value}}}}")
-    if "results" in data and isinstance(data["results"], dict):  # an `mtl3d evaluate` output file
-        data = data["results"]
     return data
 
 

@@ -380,7 +380,7 @@ class EdgeMeter(Meter):
     the F-measure of the pooled counts (no interpolation between thresholds, as SEISM's general_ods), odsP / odsR at
     that threshold, oisF from the counts at each image's own best threshold. All in percent.
 
-    thresholds: a sequence of values in (0, 1), or an int n for pyEdgeEval/BSDS's n evenly spaced values
+    thresholds: a sequence of values in [0, 1), or an int n for pyEdgeEval/BSDS's n evenly spaced values
     linspace(1/(n+1), 1 - 1/(n+1), n) (99 -> 0.01..0.99). nms: first apply pyEdgeEval's fast_nms (the structured
     edges NMS: triangle smoothing, orientation from second derivatives, suppression), as done before SEISM for
     some hosts. Pixels outside `valid` are dropped by cropping to their bounding box (so padding does not enlarge

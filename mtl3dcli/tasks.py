@@ -300,7 +300,8 @@ class EdgeTask(BinaryTask):
     def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import EdgeMeter
 
-        return EdgeMeter(max_dist=meta.edge_max_dist, thresholds=options.get("edge_thresholds", 99))
+        return EdgeMeter(max_dist=meta.edge_max_dist, thresholds=options.get("edge_thresholds", 99),
+                         workers=options.get("edge_workers", 0))
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 The image goes through the encoder and the regularizer's projector once; the resulting tri-plane is rendered for
 every pose of a camera path. Orthographic models rotate their rays about the cube centre; perspective models
-rotate the pinhole camera about a pivot on its optical axis at mid depth. Pose 0 is the input view itself, so
-frame 0 is exactly the render the regularizer was supervised with during training.
+rotate the pinhole camera about a pivot on its optical axis at mid depth. Pose 0 is the input view itself: for
+orthographic models frame 0 is exactly the render the regularizer was supervised with during training; perspective
+models see a new photo through an assumed 60-degree pinhole (training used each sample's own K).
 """
 
 from __future__ import annotations

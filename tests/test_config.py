@@ -177,6 +177,7 @@ def test_validate_rejects_cross_view_with_orthographic_camera():
 @pytest.mark.parametrize("override, message", [
     ("train.schedule=linear", "train.schedule must be one of"),
     ("regularizer.camera=fisheye", "regularizer.camera must be one of"),
+    ("regularizer.decode=pixel", "regularizer.decode must be one of"),
     ("train.steps=0", "train.steps must be positive"),
     ("train.lr=-1", "train.lr must be positive"),
     ("train.ema=1.5", "train.ema must be in"),

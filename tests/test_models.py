@@ -109,10 +109,11 @@ def _regularizer(tmp_path, *extra):
     return model, model.regularizer
 
 
-@pytest.mark.parametrize("camera", ["orthographic", "perspective"])
-def test_regularizer_render_shapes_and_ranges(tmp_path, camera):
+@pytest.mark.parametrize("camera, decode", [("orthographic", "point"), ("perspective", "point"),
+                                           ("orthographic", "ray")])
+def test_regularizer_render_shapes_and_ranges(tmp_path, camera, decode):
     torch.manual_seed(0)
-    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}")
+    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}", f"regularizer.decode={decode}")
     assert (reg.near, reg.far) == (0.5, 5.0)  # the dataset's depth range
     image = torch.rand(2, 3, 32, 48)
     K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(2, 3, 3)
@@ -132,9 +133,10 @@ def test_regularizer_render_shapes_and_ranges(tmp_path, camera):
     assert tuple(small["semseg"].shape) == (2, 5, 3, 5)
 
 
-def test_render_is_independent_of_chunking(tmp_path):
+@pytest.mark.parametrize("decode", ["point", "ray"])
+def test_render_is_independent_of_chunking(tmp_path, decode):
     torch.manual_seed(0)
-    model, reg = _regularizer(tmp_path)
+    model, reg = _regularizer(tmp_path, f"regularizer.decode={decode}")
     with torch.no_grad():
         planes = reg.planes(model.net.features(torch.rand(2, 3, 32, 48)))
         whole = reg.render(planes, RenderCamera())

@@ -89,6 +89,19 @@ def test_novel_view_transform():
     assert float((centre[:3] - torch.tensor([0.0, 0.0, 2.75])).norm()) == pytest.approx(2.75, abs=1e-5)
 
 
+def assert_gif_plays(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Pillow merges identical consecutive frames into one longer frame, so the GIF holds the distinct frames
+    and lasts frames / fps seconds (durations are stored in centiseconds)."""
+    from PIL import Image, ImageSequence
+
+    distinct = 1 + sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
+    with Image.open(path) as gif:
+        durations = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+        assert gif.size == frames[0].shape[1::-1] and gif.info.get("loop") == 0
+    assert len(durations) == distinct
+    assert abs(sum(durations) - len(frames) * 1000.0 / fps) <= 10 * len(frames)
+
+
 # --- rendering ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["tiny_weights", "tiny_weights_perspective"])
 def test_files_on_disk(fixture, photo, tmp_path, request):
@@ -100,8 +113,8 @@ def test_files_on_disk(fixture, photo, tmp_path, request):
         frames = sorted((tmp_path / "frames" / field).iterdir())
         assert [p.name for p in frames] == [f"{i:03d}.png" for i in range(FRAMES)]
         assert all(iio.imread(p).shape == (*SIZE, 3) for p in frames)
-        gif = iio.imread(tmp_path / f"{field}.gif", index=None)
-        assert gif.shape[:3] == (FRAMES, *SIZE)
+        images = [iio.imread(p) for p in frames]
+        assert_gif_plays(tmp_path / f"{field}.gif", images, fps=12.0)
     assert written["gifs"] == [tmp_path / f"{field}.gif" for field in FIELDS]
     # contact sheet: one row per field, 4 tiles of 2x upscaled frames with 2-px gutters
     assert iio.imread(written["sheet"]).shape == (len(FIELDS) * (2 * SIZE[0] + 4), FRAMES * (2 * SIZE[1] + 4), 3)

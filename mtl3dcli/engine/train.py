@@ -279,4 +279,4 @@ def _validate(model: MTL3DModel, dataset: MultiTaskDataset, config: Config, devi
     loader = DataLoader(dataset, batch_size=config.data.batch_size, shuffle=False,
                         num_workers=config.data.workers, pin_memory=device.type == "cuda")
     return evaluate(model, loader, device, amp=amp,
-                    metric_options={"edge_thresholds": config.eval.edge_thresholds})
+                    metric_options=config.eval.metric_options())
