@@ -159,7 +159,6 @@ def train(
     """Train a multi-task model (with the 3D-aware regularizer unless the preset disables it). Multi-GPU:
     [bold]torchrun --nproc_per_node N -m mtl3dcli train ...[/]"""
     from mtl3dcli.config import load_config
-    from mtl3dcli.engine.train import train as run_train
     from mtl3dcli.runs import next_run_dir
 
     extra = list(overrides or [])
@@ -177,6 +176,8 @@ def train(
     else:
         config = load_config(preset, extra)
         run_dir = out if out is not None else next_run_dir(Path("runs") / config.name)
+    from mtl3dcli.engine.train import train as run_train  # torch import after the config checks: typos fail fast
+
     summary = run_train(config, run_dir, resume=resume is not None, console=console)
     best = summary["best"]
     if best is not None:

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import Task
@@ -261,6 +260,8 @@ class ColorJitter:
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
     def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        from torchvision.transforms.v2 import functional as TF  # imported here: seconds of start-up otherwise
+
         b = _uniform(generator, 1 - self.brightness, 1 + self.brightness)
         c = _uniform(generator, 1 - self.contrast, 1 + self.contrast)
         s = _uniform(generator, 1 - self.saturation, 1 + self.saturation)

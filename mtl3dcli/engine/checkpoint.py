@@ -77,7 +77,7 @@ def load_weights(path: str | os.PathLike) -> Weights:
         meta = DatasetMeta.from_json(json.loads(metadata["meta"]), f"dataset meta in {path.name}")
         step = int(metadata.get("step", 0))
         metrics = json.loads(metadata.get("metrics", "{}"))
-    except (KeyError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise Mtl3dError(f"{path}: unsupported or damaged metadata ({exc})") from None
     return Weights(state, config, meta, step, metrics)
 

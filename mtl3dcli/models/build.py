@@ -67,7 +67,10 @@ def model_from_weights(weights: Weights, with_regularizer: bool = False) -> MTL3
     config.regularizer.enabled = with_regularizer
     model = build_model(config, weights.meta, load_backbone_weights=False)
     state = {k: v for k, v in weights.state.items() if with_regularizer or k.startswith("net.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes: weights from another version or a damaged file
+        raise Mtl3dError(f"weights do not fit the model they describe: {str(exc).splitlines()[1].strip()}") from None
     if missing or unexpected:
         raise Mtl3dError(f"weights do not fit the model they describe ({len(missing)} missing, {len(unexpected)} "
                          f"unexpected tensors, e.g. {(missing + unexpected)[0]})")
