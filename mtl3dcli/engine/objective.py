@@ -23,9 +23,13 @@ from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.render.rays import relative_pose
 
 
-def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear",
-                                                                      align_corners=False)
+def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Bilinearly resize several (B, C_t, h, w) maps to `size` with one interpolate call (cheaper than one each)."""
+    names = list(maps)
+    stacked = torch.cat([maps[n] for n in names], dim=1)
+    if tuple(stacked.shape[-2:]) != tuple(size):
+        stacked = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
+    return dict(zip(names, stacked.split([maps[n].shape[1] for n in names], dim=1)))
 
 
 class Objective(nn.Module):
@@ -52,20 +56,20 @@ class Objective(nn.Module):
             planes = reg.planes(features)
             camera = RenderCamera(K_src=batch["K"], image_size=size) if reg.perspective else RenderCamera()
             rendered = reg.render(planes, camera, stratified=self.training)
+            up = upsample_maps({t.name: rendered[t.name] for t in reg.tasks}, size)
             for t in reg.tasks:
                 weight = self.alpha[t.name] * self.weights[t.name]
-                terms[f"render/{t.name}"] = weight * t.loss(_upsample(rendered[t.name], size), labels[t.name],
-                                                            valid[t.name])
+                terms[f"render/{t.name}"] = weight * t.loss(up[t.name], labels[t.name], valid[t.name])
             if self.cross_view and "pair" in batch:
                 pair = batch["pair"]
                 cross = RenderCamera(K_src=batch["K"], image_size=size, K=pair["K"],
                                      transform=relative_pose(batch["pose"], pair["pose"]))
                 rendered_b = reg.render(planes, cross, stratified=self.training)
+                up_b = upsample_maps({t.name: rendered_b[t.name] for t in reg.tasks}, size)
                 has_pair = batch["has_pair"].view(-1, 1, 1).bool()
                 for t in reg.tasks:
                     weight = self.cross_alpha * self.alpha[t.name] * self.weights[t.name]
-                    terms[f"cross/{t.name}"] = weight * t.loss(_upsample(rendered_b[t.name], size),
-                                                               pair["labels"][t.name],
+                    terms[f"cross/{t.name}"] = weight * t.loss(up_b[t.name], pair["labels"][t.name],
                                                                pair["valid"][t.name] & has_pair)
         total = torch.stack(list(terms.values())).sum()
         return total, terms

@@ -64,8 +64,10 @@ class MultiTaskNet(nn.Module):
         return self.fusion(self.backbone((image - self.mean) / self.std))
 
     def decode(self, features: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        return {name: F.interpolate(head(features), size=size, mode="bilinear", align_corners=False)
-                for name, head in self.heads.items()}
+        """Task outputs upsampled (bilinear, one call for all heads) to `size`."""
+        outputs = [head(features) for head in self.heads.values()]
+        stacked = F.interpolate(torch.cat(outputs, dim=1), size=size, mode="bilinear", align_corners=False)
+        return dict(zip(self.heads.keys(), stacked.split([o.shape[1] for o in outputs], dim=1)))
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.features(image), tuple(image.shape[-2:]))
