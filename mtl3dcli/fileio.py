@@ -20,6 +20,17 @@ import numpy as np
 
 from mtl3dcli.errors import Mtl3dError
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read the process umask once (os.umask can only be read by setting it)
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A hidden staging folder in `parent` with the usual permissions (mkdtemp alone makes it 0700), so a dataset
+    moved into place from it is readable like any other folder."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~UMASK)
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -32,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp creates 0600; give the final file the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

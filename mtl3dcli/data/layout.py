@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +153,7 @@ class LayoutWriter:
         if self.root.exists() and not overwrite:
             raise Mtl3dError(f"{self.root} already exists (pass --overwrite to replace it)")
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.root.parent, prefix=f".{self.root.name}.partial-"))
+        self.tmp = fileio.make_temp_dir(self.root.parent, f".{self.root.name}.partial-")
         self.overwrite = overwrite
         self._cameras: dict[str, dict[str, Any]] = {}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ def _all_ids(layout: DatasetLayout) -> list[str]:
 def _derive_in_place(layout: DatasetLayout, task: Task, make, ids: list[str], progress: Advance | None) -> int:
     """Write task labels for all ids into a hidden folder, then move it into place and record it in meta.json."""
     root = layout.root
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{task.folder}.partial-"))
+    tmp = fileio.make_temp_dir(root, f".{task.folder}.partial-")
     try:
         for done, sample_id in enumerate(ids, 1):
             task.write(task.path(tmp, sample_id), make(sample_id))
