@@ -28,7 +28,7 @@ def main() -> None:
     print("|---" * (len(header) + 2) + "|")
     for path, report in zip(args.reports, reports):
         results = report["results"]
-        cells = [f"{results[name][get_task(name).primary_metric]:.2f}" for name in tasks]
+        cells = [f"{results[name][get_task(name).primary_metric]:.4g}" for name in tasks]
         delta = delta_m(results, base, tasks)
         print(f"| {path.parent.parent.name} | " + " | ".join(cells) + f" | {delta:+.2f}% |")
 

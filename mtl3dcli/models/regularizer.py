@@ -99,8 +99,8 @@ class RenderCamera:
 
 
 class Regularizer(nn.Module):
-    """Tri-plane projector + field + renderer. `render_channels` maps each rendered task to its channels; tasks
-    whose registry entry says `rendered_as_depth` (depth) take the expected termination distance instead."""
+    """Tri-plane projector + field + renderer for `tasks`. `channels` maps each task to its output channels; a task
+    whose registry entry says `rendered_as_depth` (depth) takes the expected termination distance instead."""
 
     def __init__(self, config: RegularizerConfig, in_channels: int, tasks: list[Task], channels: dict[str, int],
                  depth_range: tuple[float, float]):
@@ -195,6 +195,9 @@ def build_regularizer(config: RegularizerConfig, in_channels: int, tasks: list[T
     """The rendered tasks are `config.tasks` (None = all) restricted to the model's tasks, in model order."""
     names = [t.name for t in tasks] if config.tasks is None else config.tasks
     wanted = {get_task(n).name for n in names}
+    unknown = wanted - {t.name for t in tasks}
+    if unknown:
+        raise Mtl3dError(f"regularizer.tasks names task(s) the model does not train: {', '.join(sorted(unknown))}")
     rendered = [t for t in tasks if t.name in wanted]
     return Regularizer(config, in_channels, rendered, channels, depth_range)
 
