@@ -214,63 +214,65 @@ def _train(config: Config, run_dir: Path, resume: bool, console: Console, contex
                      f"{f' x{context.world}' if context.enabled else ''}, run dir {run_dir}")
     last_results: dict[str, dict[str, float]] = {}
     tick = time.perf_counter()
-    with _StopRequest() as stop:
-        while step < cfg.steps:
-            epoch, skip = divmod(step, per_epoch)
-            train_set.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=batch_size, drop_last=True, num_workers=config.data.workers,
-                                sampler=EpochSampler(len(train_set), batch_size, cfg.seed, epoch, context, skip),
-                                pin_memory=device.type == "cuda",
-                                generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            for batch in loader:
-                torch.manual_seed((cfg.seed * 1_000_003 + step) * context.world + context.rank)
-                batch = move_batch(batch, device)
-                objective.train()
-                with torch.autocast(device_type=device.type, enabled=amp):
-                    total, terms = wrapped(batch)
-                flags = torch.tensor([float(torch.isfinite(total)), float(stop.requested)], device=device)
-                if context.enabled:
-                    dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
-                    dist.all_reduce(flags[1:], op=dist.ReduceOp.MAX)
-                if flags[0] < 1:
-                    save("last")
-                    bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
-                    raise Mtl3dError(f"non-finite loss at step {step} ({bad}); the last good state is saved in "
-                                     f"{weights_dir} (lower train.lr or enable train.clip_grad)")
-                if flags[1] > 0:
-                    save("last")
-                    raise Mtl3dError(f"interrupted at step {step}; checkpoint saved, continue with "
-                                     f"`mtl3d train --resume {run_dir}`")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                if cfg.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                step += 1
-                now = time.perf_counter()
-                write = step % cfg.log_every == 0 or step == cfg.steps
-                logger.step(step, scheduler.get_last_lr()[0], total.item(), {k: v.item() for k, v in terms.items()},
-                            now - tick, write)
-                if step % cfg.eval_every == 0 or step == cfg.steps:
-                    if context.main:
-                        last_results = _validate(deploy(), val_set, config, device, amp)
-                        logger.evaluation(step, last_results)
-                        value = last_results[best_task][best_name]
-                        if best is None or (value > best["value"] if higher else value < best["value"]):
-                            best = {"value": value, "step": step, "metric": f"{best_task}/{best_name}"}
-                            save("best", last_results)
-                    barrier(context)
-                if step % cfg.save_every == 0 or step == cfg.steps:
-                    save("last", last_results)
-                tick = time.perf_counter()  # evaluation and saving do not count as step time
-                if step >= cfg.steps:
-                    break
-    logger.close()
+    try:
+        with _StopRequest() as stop:
+            while step < cfg.steps:
+                epoch, skip = divmod(step, per_epoch)
+                train_set.set_epoch(epoch)
+                loader = DataLoader(train_set, batch_size=batch_size, drop_last=True, num_workers=config.data.workers,
+                                    sampler=EpochSampler(len(train_set), batch_size, cfg.seed, epoch, context, skip),
+                                    pin_memory=device.type == "cuda",
+                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                for batch in loader:
+                    torch.manual_seed((cfg.seed * 1_000_003 + step) * context.world + context.rank)
+                    batch = move_batch(batch, device)
+                    objective.train()
+                    with torch.autocast(device_type=device.type, enabled=amp):
+                        total, terms = wrapped(batch)
+                    flags = torch.tensor([float(torch.isfinite(total)), float(stop.requested)], device=device)
+                    if context.enabled:
+                        dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
+                        dist.all_reduce(flags[1:], op=dist.ReduceOp.MAX)
+                    if flags[0] < 1:
+                        save("last")
+                        bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
+                        raise Mtl3dError(f"non-finite loss at step {step} ({bad}); the last good state is saved in "
+                                         f"{weights_dir} (lower train.lr or enable train.clip_grad)")
+                    if flags[1] > 0:
+                        save("last")
+                        raise Mtl3dError(f"interrupted at step {step}; checkpoint saved, continue with "
+                                         f"`mtl3d train --resume {run_dir}`")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(total).backward()
+                    if cfg.clip_grad:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update(model)
+                    step += 1
+                    now = time.perf_counter()
+                    write = step % cfg.log_every == 0 or step == cfg.steps
+                    logger.step(step, scheduler.get_last_lr()[0], total.item(), {k: v.item() for k, v in terms.items()},
+                                now - tick, write)
+                    if step % cfg.eval_every == 0 or step == cfg.steps:
+                        if context.main:
+                            last_results = _validate(deploy(), val_set, config, device, amp)
+                            logger.evaluation(step, last_results)
+                            value = last_results[best_task][best_name]
+                            if best is None or (value > best["value"] if higher else value < best["value"]):
+                                best = {"value": value, "step": step, "metric": f"{best_task}/{best_name}"}
+                                save("best", last_results)
+                        barrier(context)
+                    if step % cfg.save_every == 0 or step == cfg.steps:
+                        save("last", last_results)
+                    tick = time.perf_counter()  # evaluation and saving do not count as step time
+                    if step >= cfg.steps:
+                        break
+    finally:
+        logger.close()
     return {"run_dir": str(run_dir), "step": step, "best": best, "metrics": last_results}
 
 
