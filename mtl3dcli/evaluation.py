@@ -49,6 +49,8 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
                    workers: int = 2) -> dict[str, Any]:
+    """Evaluate `weights_path` on `split` of `data` (default: the dataset it trained on) and write the report
+    (default `<weights>.<split>.json`); returns the report with "results" {task: {metric: value}}."""
     weights = load_weights(weights_path)
     config = weights.config
     model = model_from_weights(weights, with_regularizer=rendered)
