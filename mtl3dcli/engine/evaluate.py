@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.models.multitask import upsample_maps
 from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.tasks import Task
 
@@ -54,9 +54,10 @@ def evaluate(model: MTL3DModel, batches: Iterable[dict[str, Any]], device: torch
         if reg is not None:
             camera = RenderCamera(K_src=batch["K"], image_size=size) if reg.perspective else RenderCamera()
             renders = reg.render(reg.planes(features.float()), camera, stratified=False)
+            up = upsample_maps({t.name: renders[t.name] for t in render_tasks}, size)
             for t in render_tasks:
-                up = F.interpolate(renders[t.name], size=size, mode="bilinear", align_corners=False)
-                meters[f"render/{t.name}"].update(t.activate(up), batch["labels"][t.name], batch["valid"][t.name])
+                meters[f"render/{t.name}"].update(t.activate(up[t.name]), batch["labels"][t.name],
+                                                  batch["valid"][t.name])
         if on_batch is not None:
             on_batch()
     model.train(was_training)

@@ -14,22 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtl3dcli.config import Config
 from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.models.multitask import upsample_maps
 from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.render.rays import relative_pose
-
-
-def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Bilinearly resize several (B, C_t, h, w) maps to `size` with one interpolate call (cheaper than one each)."""
-    names = list(maps)
-    stacked = torch.cat([maps[n] for n in names], dim=1)
-    if tuple(stacked.shape[-2:]) != tuple(size):
-        stacked = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
-    return dict(zip(names, stacked.split([maps[n].shape[1] for n in names], dim=1)))
 
 
 class Objective(nn.Module):

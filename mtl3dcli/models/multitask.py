@@ -16,6 +16,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Bilinearly resize several (B, C_t, h, w) maps to `size` with one interpolate call (cheaper than one each)."""
+    names = list(maps)
+    stacked = torch.cat([maps[n] for n in names], dim=1)
+    if tuple(stacked.shape[-2:]) != tuple(size):
+        stacked = F.interpolate(stacked, size=size, mode="bilinear", align_corners=False)
+    return dict(zip(names, stacked.split([maps[n].shape[1] for n in names], dim=1)))
+
+
 class FeatureFusion(nn.Module):
     """Upsample every scale to the finest one and concatenate (the standard HRNet multi-task baseline)."""
 
@@ -65,9 +74,7 @@ class MultiTaskNet(nn.Module):
 
     def decode(self, features: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Task outputs upsampled (bilinear, one call for all heads) to `size`."""
-        outputs = [head(features) for head in self.heads.values()]
-        stacked = F.interpolate(torch.cat(outputs, dim=1), size=size, mode="bilinear", align_corners=False)
-        return dict(zip(self.heads.keys(), stacked.split([o.shape[1] for o in outputs], dim=1)))
+        return upsample_maps({name: head(features) for name, head in self.heads.items()}, size)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.features(image), tuple(image.shape[-2:]))
