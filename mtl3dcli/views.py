@@ -25,7 +25,6 @@ from mtl3dcli.engine.distributed import DistContext
 from mtl3dcli.engine.train import resolve_device
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.predict import inference_size
 from mtl3dcli.tasks import colormap
 
@@ -92,9 +91,7 @@ def render_fields(model: MTL3DModel, image: torch.Tensor, poses: list[tuple[floa
         transform = None
         if (yaw, pitch) != (0.0, 0.0):
             transform = novel_view_transform(yaw, pitch, pivot).to(image)[None]
-        camera = RenderCamera(K_src=K, image_size=(height, width), transform=transform) if reg.perspective \
-            else RenderCamera(transform=transform)
-        out = reg.render(planes, camera, size=size, stratified=False)
+        out = reg.render(planes, reg.view_camera(K, (height, width), transform), size=size, stratified=False)
         for key, value in out.items():
             fields.setdefault(key, []).append(value[0])
     return fields

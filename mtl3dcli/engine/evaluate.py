@@ -11,7 +11,6 @@ import torch
 
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.models.multitask import upsample_maps
-from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.tasks import Task
 
 
@@ -52,8 +51,7 @@ def evaluate(model: MTL3DModel, batches: Iterable[dict[str, Any]], device: torch
             meters[t.name].update(t.activate(outputs[t.name].float()), batch["labels"][t.name],
                                   batch["valid"][t.name])
         if reg is not None:
-            camera = RenderCamera(K_src=batch["K"], image_size=size) if reg.perspective else RenderCamera()
-            renders = reg.render(reg.planes(features.float()), camera, stratified=False)
+            renders = reg.render(reg.planes(features.float()), reg.view_camera(batch["K"], size), stratified=False)
             up = upsample_maps({t.name: renders[t.name] for t in render_tasks}, size)
             for t in render_tasks:
                 meters[f"render/{t.name}"].update(t.activate(up[t.name]), batch["labels"][t.name],

@@ -45,8 +45,7 @@ class Objective(nn.Module):
         reg = model.regularizer
         if reg is not None:
             planes = reg.planes(features)
-            camera = RenderCamera(K_src=batch["K"], image_size=size) if reg.perspective else RenderCamera()
-            rendered = reg.render(planes, camera, stratified=self.training)
+            rendered = reg.render(planes, reg.view_camera(batch["K"], size), stratified=self.training)
             up = upsample_maps({t.name: rendered[t.name] for t in reg.tasks}, size)
             for t in reg.tasks:
                 weight = self.alpha[t.name] * self.weights[t.name]

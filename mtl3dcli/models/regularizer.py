@@ -124,6 +124,14 @@ class Regularizer(nn.Module):
     def planes(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
 
+    def view_camera(self, K_src: torch.Tensor, image_size: tuple[int, int],
+                    transform: torch.Tensor | None = None) -> RenderCamera:
+        """The source view (or one moved by `transform`) in this regularizer's camera model; orthographic rays
+        ignore the intrinsics."""
+        if self.perspective:
+            return RenderCamera(K_src=K_src, image_size=image_size, transform=transform)
+        return RenderCamera(transform=transform)
+
     def render(self, planes: torch.Tensor, camera: RenderCamera, size: tuple[int, int] | None = None,
                stratified: bool = False) -> dict[str, torch.Tensor]:
         """Render every field of the tri-plane from `camera` at `size` (default config.render_size).
