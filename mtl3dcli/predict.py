@@ -60,15 +60,20 @@ def inference_size(height: int, width: int, train_size: tuple[int, int]) -> tupl
     return (max(STRIDE, round(height * scale / STRIDE) * STRIDE), max(STRIDE, round(width * scale / STRIDE) * STRIDE))
 
 
+def model_input(images: list[np.ndarray], train_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """uint8 images of one size (H, W, 3) -> (B, 3, h, w) in [0, 1] at `inference_size` (antialiased bilinear)."""
+    height, width = images[0].shape[:2]
+    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
+    return F.interpolate(tensor, size=inference_size(height, width, train_size), mode="bilinear",
+                         align_corners=False, antialias=True)
+
+
 @torch.no_grad()
 def predict_images(model: MTL3DModel, images: list[np.ndarray], tasks: list[Task], train_size: tuple[int, int],
                    device: torch.device) -> dict[str, torch.Tensor]:
     """uint8 images of one size (H, W, 3) -> {task: predictions (B, ...) at (H, W)} as Task.activate gives them."""
     height, width = images[0].shape[:2]
-    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
-    resized = F.interpolate(tensor, size=inference_size(height, width, train_size), mode="bilinear",
-                            align_corners=False, antialias=True)
-    outputs = model.net.decode(model.net.features(resized), (height, width))
+    outputs = model.net.decode(model.net.features(model_input(images, train_size, device)), (height, width))
     return {t.name: t.activate(outputs[t.name].float()) for t in tasks}
 
 

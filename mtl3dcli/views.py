@@ -25,7 +25,7 @@ from mtl3dcli.engine.distributed import DistContext
 from mtl3dcli.engine.train import resolve_device
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.predict import inference_size
+from mtl3dcli.predict import model_input
 from mtl3dcli.tasks import colormap
 
 PATHS = ("orbit", "spiral", "swing")
@@ -162,10 +162,7 @@ def run_render_views(image_path: Path, weights_path: Path, *, out: Path, frames:
     torch_device = resolve_device(device, DistContext())
     model.to(torch_device).eval()
     array = fileio.read_image(image_path, mode="RGB")
-    tensor = torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)[None].to(torch_device)
-    train_size = weights.config.data.eval_size or weights.config.data.size
-    tensor = F.interpolate(tensor, size=inference_size(*array.shape[:2], train_size), mode="bilinear",
-                           align_corners=False, antialias=True)
+    tensor = model_input([array], weights.config.data.eval_size or weights.config.data.size, torch_device)
     if size is None:  # the field is continuous: render 4x finer than the training renders by default
         size = tuple(4 * s for s in weights.config.regularizer.render_size)
     colored = colorize_fields(model, render_fields(model, tensor, poses, size))
