@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from mtl3dcli.metrics import delta_m
-from mtl3dcli.tasks import get_task
+from mtl3dcli.tasks import get_task, parse_tasks, primary_metrics
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     for path, report in zip(args.reports, reports):
         results = report["results"]
         cells = [f"{results[name][get_task(name).primary_metric]:.4g}" for name in tasks]
-        delta = delta_m(results, base, tasks)
+        delta = delta_m(results, base, primary_metrics(parse_tasks(tasks)))
         print(f"| {path.parent.parent.name} | " + " | ".join(cells) + f" | {delta:+.2f}% |")
 
 

@@ -19,7 +19,7 @@ import torch
 
 
 def inference_model(config, meta, enabled: bool, directory: Path):
-    from mtl3dcli.engine.checkpoint import load_weights, save_weights
+    from mtl3dcli.weights import load_weights, save_weights
     from mtl3dcli.models.build import build_model, model_from_weights
 
     config.regularizer.enabled = enabled
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from mtl3dcli.config import load_config
-    from mtl3dcli.data.layout import DatasetMeta
+    from mtl3dcli.meta import DatasetMeta
     from mtl3dcli.models.build import resolve_tasks
 
     config = load_config(args.preset)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mtl3dcli.data.synthetic import SyntheticOptions, generate_synthetic
+from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic
 
 
 def main() -> None:

@@ -42,9 +42,9 @@ def fake_batch(config, tasks, meta, device):
 
 def run_variant(args) -> dict:
     from mtl3dcli.config import load_config
-    from mtl3dcli.data.layout import DatasetMeta
+    from mtl3dcli.meta import DatasetMeta
     from mtl3dcli.engine.objective import Objective
-    from mtl3dcli.engine.train import build_optimizer
+    from mtl3dcli.engine.trainer import build_optimizer
     from mtl3dcli.models.build import build_model, resolve_tasks
 
     overrides = [f"regularizer.enabled={'true' if args.variant == 'reg' else 'false'}", *args.set]

@@ -83,7 +83,7 @@ def download(
         raise Mtl3dError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     target = out or Path("data") / name
     if name == "synthetic":
-        from mtl3dcli.data.synthetic import SyntheticOptions, generate_synthetic
+        from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic
 
         height, width = _size(size, "--size")
         options = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
@@ -92,7 +92,7 @@ def download(
             root = generate_synthetic(target, options, overwrite=overwrite, progress=advance,
                                       workers=workers or min(4, os.cpu_count() or 1))
     else:
-        from mtl3dcli.data.download import download_dataset
+        from mtl3dcli.datasets.download import download_dataset
 
         root = download_dataset(name, target, url=url, overwrite=overwrite, keep_archive=keep_archive,
                                 progress=lambda label: progress_bar(label, console, bytes_mode=True),
@@ -129,7 +129,7 @@ def preprocess(
 ) -> None:
     """Derive missing labels in place (boundaries from segmentation, normals from depth and K) and optionally write
     a converted copy (40->13 classes, resized). Idempotent: a second run has nothing to do."""
-    from mtl3dcli.data.preprocess import preprocess as run_preprocess
+    from mtl3dcli.datasets.preprocess import preprocess as run_preprocess
     from mtl3dcli.progress import progress_bar
 
     with progress_bar("preprocessing", console) as advance:
@@ -176,7 +176,7 @@ def train(
     else:
         config = load_config(preset, extra)
         run_dir = out if out is not None else next_run_dir(Path("runs") / config.name)
-    from mtl3dcli.engine.train import train as run_train  # torch import after the config checks: typos fail fast
+    from mtl3dcli.engine.trainer import train as run_train  # torch import after the config checks: typos fail fast
 
     summary = run_train(config, run_dir, resume=resume is not None, console=console)
     best = summary["best"]
@@ -204,7 +204,7 @@ def evaluate(
 ) -> None:
     """Score a trained model on a split: a table per task and a metrics JSON (mIoU, RMSE, mean angle, odsF, maxF,
     ... and Delta_m when references are given)."""
-    from mtl3dcli.evaluation import run_evaluation, show_results
+    from mtl3dcli.commands.evaluate import run_evaluation, show_results
 
     results = run_evaluation(weights, data=data, split=split, tasks=tasks, rendered=rendered,
                              references=references, out=out, batch_size=batch_size, device=device,
@@ -225,7 +225,7 @@ def predict(
 ) -> None:
     """Predict every task of a trained model on images of any size; outputs at the input resolution. The weights
     file alone defines the model; the 3D regularizer is never built."""
-    from mtl3dcli.predict import run_predict
+    from mtl3dcli.commands.predict import run_predict
 
     failures = run_predict(inputs, weights, tasks=tasks, out=out, formats=format, batch_size=batch_size,
                            device=device, console=console)
@@ -249,7 +249,7 @@ def render_views(
     """Render the learned tri-plane fields (each task, depth, opacity, feature PCA) from novel camera poses
     around the input view: PNG frames, one animated GIF per field and a contact sheet."""
     render_size = _size(size, "--size")  # before the heavy import, so a typo fails at once
-    from mtl3dcli.views import run_render_views
+    from mtl3dcli.commands.views import run_render_views
 
     written = run_render_views(image, weights, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
                                size=render_size, fps=fps, device=device)

@@ -1,9 +1,9 @@
-"""Rich progress bars shared by the data commands: a context manager that yields a `(done, total)` callback."""
+"""Progress reporting: the callback types the data builders take, and the rich bars the CLI passes them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
@@ -23,3 +23,18 @@ def progress_bar(label: str, console: Console, bytes_mode: bool = False) -> Iter
             progress.update(task, completed=done, total=total or None)
 
         yield advance
+
+
+Advance = Callable[[int, int], None]  # advance(done, total); total 0 when unknown
+# progress(label) -> context manager yielding an Advance (the CLI passes `progress_bar`).
+ProgressFactory = Callable[[str], AbstractContextManager[Advance]]
+
+
+@contextmanager
+def stage(progress: ProgressFactory | None, label: str) -> Iterator[Advance]:
+    """One progress bar for one stage (download, extract, convert); a no-op callback without a factory."""
+    if progress is None:
+        yield lambda done, total: None
+    else:
+        with progress(label) as advance:
+            yield advance

@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli import fileio, losses
+from mtl3dcli.colors import colormap, default_palette
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.meta import IGNORE_INDEX, DatasetMeta
 
 if TYPE_CHECKING:
-    from mtl3dcli.data.layout import DatasetMeta
     from mtl3dcli.metrics import Meter
 
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -351,29 +351,6 @@ def parse_tasks(spec: str | list[str] | tuple[str, ...]) -> list[Task]:
     return tasks
 
 
-def default_palette(n: int) -> list[list[int]]:
-    """A deterministic, well-separated palette (the PASCAL VOC bit-interleaving scheme)."""
-    palette = []
-    for index in range(n):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette.append([r, g, b])
-    return palette
-
-
-_COLORMAP = np.array(  # a perceptually ordered dark-blue -> yellow ramp (9 anchors, linearly interpolated)
-    [[48, 18, 59], [65, 69, 171], [57, 125, 239], [27, 180, 213], [51, 223, 142],
-     [149, 250, 61], [224, 217, 46], [251, 148, 31], [212, 61, 10]], dtype=np.float32)
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (clipped; NaN -> 0) to uint8 RGB with a fixed dark-to-bright ramp."""
-    x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0).clip(0.0, 1.0) * (len(_COLORMAP) - 1)
-    lo = np.floor(x).astype(np.int64).clip(0, len(_COLORMAP) - 2)
-    frac = (x - lo)[..., None]
-    return np.round(_COLORMAP[lo] * (1 - frac) + _COLORMAP[lo + 1] * frac).astype(np.uint8)
+def primary_metrics(tasks: list[Task]) -> dict[str, tuple[str, bool]]:
+    """{task name: (primary metric, higher_is_better)}: what Delta_m and run summaries compare."""
+    return {task.name: (task.primary_metric, task.higher_is_better) for task in tasks}

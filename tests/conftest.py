@@ -35,7 +35,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def _train(tmp_path_factory, name: str, root: Path, *extra: str) -> Path:
-    from mtl3dcli.engine.train import train
+    from mtl3dcli.engine.trainer import train
 
     run_dir = tmp_path_factory.mktemp("runs") / name
     train(tiny_config(root, *extra), run_dir)

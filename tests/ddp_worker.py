@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import tiny_config
-from mtl3dcli.engine import train as train_module
+from mtl3dcli.engine import trainer as train_module
 
 
 def main(root: str, run_dir: str, *extra: str) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl3dcli.data.derive import boundaries_from_segmentation
-from mtl3dcli.data.layout import DatasetMeta, LayoutWriter
+from mtl3dcli.derive import boundaries_from_segmentation
+from mtl3dcli.data.layout import LayoutWriter
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.tasks import TASKS
 
 CLASSES = ["floor", "wall", "table", "chair"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from layout_fixtures import CLASSES, camera, plane_view, write_layout
 
-from mtl3dcli.data.datasets import MultiTaskDataset, default_intrinsics, sample_generator
+from mtl3dcli.data.dataset import MultiTaskDataset, default_intrinsics, sample_generator
 from mtl3dcli.data.layout import Camera
 from mtl3dcli.data.pairs import find_partners, view_overlap
 from mtl3dcli.data.transforms import train_transform

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.weights import load_weights
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl3dcli.data import download
-from mtl3dcli.data.convert import NYU40_CLASSES, PART_CLASSES, VOC_CLASSES, nyu_intrinsics
+from mtl3dcli.datasets import download
+from mtl3dcli.datasets.convert import NYU40_CLASSES, PART_CLASSES, VOC_CLASSES, nyu_intrinsics
 from mtl3dcli.data.layout import DatasetLayout
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import TASKS

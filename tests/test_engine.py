@@ -18,11 +18,13 @@ from conftest import TINY_OVERRIDES, tiny_config
 from safetensors.torch import save_file
 
 from mtl3dcli.config import TrainConfig, load_config
-from mtl3dcli.data.layout import DatasetLayout, DatasetMeta
-from mtl3dcli.engine import train as train_module
-from mtl3dcli.engine.checkpoint import load_state, load_weights, save_state, save_weights
+from mtl3dcli.data.layout import DatasetLayout
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.engine import trainer as train_module
+from mtl3dcli.engine.checkpoint import load_state, save_state
+from mtl3dcli.weights import load_weights, save_weights
 from mtl3dcli.engine.distributed import DistContext, EpochSampler
-from mtl3dcli.engine.train import lr_factor, train
+from mtl3dcli.engine.trainer import lr_factor, train
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import build_model, model_from_weights
 

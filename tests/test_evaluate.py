@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from mtl3dcli import fileio
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.evaluation import run_evaluation, select_tasks
+from mtl3dcli.commands.evaluate import run_evaluation, select_tasks
 from mtl3dcli.metrics import delta_m
 from mtl3dcli.models.build import model_from_weights
+from mtl3dcli.tasks import parse_tasks, primary_metrics
 
 PRIMARY = {"semseg": "mIoU", "depth": "rmse", "normals": "mean", "edge": "odsF"}
 VAL_ID = "s2_v3"  # the fixture's only val sample
@@ -101,7 +102,7 @@ def test_delta_m_from_a_references_file(tiny_weights, tiny_dataset, tmp_path, re
                       references=tmp_path / "refs.json")
     # semseg: (m - 2m) / 2m = -50 %; depth (lower is better): -(r - 4r) / 4r = +75 %; mean 12.5 %
     assert scored["delta_m"] == pytest.approx(12.5)
-    assert scored["delta_m"] == pytest.approx(delta_m(scored["results"], refs, ["semseg", "depth"]))
+    assert scored["delta_m"] == pytest.approx(delta_m(scored["results"], refs, primary_metrics(parse_tasks("semseg,depth"))))
     assert json.loads((tmp_path / "m.json").read_text())["delta_m"] == pytest.approx(12.5)
 
 

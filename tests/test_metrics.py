@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl3dcli.data.layout import DatasetMeta
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import (
     HED_THRESHOLDS,
@@ -17,11 +17,9 @@ from mtl3dcli.metrics import (
     EdgeMeter,
     NormalsMeter,
     SaliencyMeter,
-    build_meters,
     delta_m,
-    summarize,
 )
-from mtl3dcli.tasks import parse_tasks
+from mtl3dcli.tasks import parse_tasks, primary_metrics
 
 # --- segmentation ----------------------------------------------------------------------------------------------
 
@@ -38,7 +36,7 @@ def test_confusion_meter_hand_values():
     meter = ConfusionMeter(["a", "b", "c"])
     meter.update(*_seg_batch())
     # counted (gt -> pred): 0->0, 0->0, 0->1, 1->1, 1->0 (255 and invalid pixels excluded)
-    assert meter.state()["confusion"].tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 0]]
+    assert meter._stats["confusion"].tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 0]]
     scores = meter.compute()
     assert scores["IoU/a"] == pytest.approx(100 * 2 / 4)  # tp 2, fp 1, fn 1
     assert scores["IoU/b"] == pytest.approx(100 * 1 / 3)  # tp 1, fp 1, fn 1
@@ -206,28 +204,17 @@ def test_saliency_maxf_hand_value():
     assert scores["maxF_threshold"] == pytest.approx(0.35)
 
 
-# --- Delta_m, sets of meters, merging --------------------------------------------------------------------------
+# --- Delta_m, worker processes --------------------------------------------------------------------------
 
 
 def test_delta_m_hand_value_with_a_lower_is_better_task():
     results = {"semseg": {"mIoU": 42.0}, "depth": {"rmse": 0.45}}
     references = {"semseg": {"mIoU": 40.0}, "depth": {"rmse": 0.50}}
     # semseg +5 %, depth (lower is better) +10 % -> 7.5
-    assert delta_m(results, references, ["seg", "depth"]) == pytest.approx(7.5)
-    assert delta_m(results, references, parse_tasks("seg")) == pytest.approx(5.0)
+    assert delta_m(results, references, primary_metrics(parse_tasks("seg,depth"))) == pytest.approx(7.5)
+    assert delta_m(results, references, primary_metrics(parse_tasks("seg"))) == pytest.approx(5.0)
     with pytest.raises(Mtl3dError, match="reference"):
-        delta_m(results, {"semseg": {"mIoU": 40.0}}, ["semseg", "depth"])
-
-
-def test_build_meters_and_summarize():
-    meta = DatasetMeta(name="toy", tasks=["semseg", "depth"], classes={"semseg": ["a", "b", "c"]})
-    meters = build_meters(parse_tasks("seg,depth"), meta)
-    assert isinstance(meters["semseg"], ConfusionMeter) and isinstance(meters["depth"], DepthMeter)
-    meters["semseg"].update(*_seg_batch())
-    meters["depth"].update(*_depth_batch())
-    summary = summarize(meters)
-    assert summary["depth"]["rmse"] == pytest.approx(math.sqrt(13 / 5))
-    assert summary["semseg"]["mIoU"] == pytest.approx(100 * (1 / 2 + 1 / 3) / 3)
+        delta_m(results, {"semseg": {"mIoU": 40.0}}, primary_metrics(parse_tasks("semseg,depth")))
 
 
 def _random_batches(kind: str, seed: int):
@@ -249,26 +236,6 @@ def _random_batches(kind: str, seed: int):
     return pred[:, None], label[:, None], torch.ones(2, SIZE, SIZE, dtype=torch.bool)
 
 
-@pytest.mark.parametrize("kind, make", [
-    ("seg", lambda: ConfusionMeter(["a", "b", "c", "d"])),
-    ("depth", DepthMeter),
-    ("normals", NormalsMeter),
-    ("saliency", SaliencyMeter),
-    ("edge", lambda: EdgeMeter(max_dist=0.05, thresholds=4)),
-])
-def test_merge_of_two_meters_equals_one_meter_over_both_batches(kind, make):
-    first, second = _random_batches(kind, 1), _random_batches(kind, 2)
-    together, a, b = make(), make(), make()
-    together.update(*first)
-    together.update(*second)
-    a.update(*first)
-    b.update(*second)
-    a.merge(b.state())
-    assert a.compute() == pytest.approx(together.compute())
-    a.reset()
-    assert all(int(v.abs().sum()) == 0 for v in a.state().values())
-
-
 def test_edge_worker_processes_give_identical_counts():
     batch = _random_batches("edge", 3)
     serial, parallel = EdgeMeter(max_dist=0.05, thresholds=4), EdgeMeter(max_dist=0.05, thresholds=4, workers=2)
@@ -276,8 +243,9 @@ def test_edge_worker_processes_give_identical_counts():
     parallel.update(*batch)
     parallel.update(*batch)
     serial.update(*batch)
-    assert all(torch.equal(v, parallel.state()[k]) for k, v in serial.state().items())
-    assert int(parallel.state()["images"]) == 4 and parallel._pool is None
+    assert parallel.compute() == serial.compute()
+    assert all(torch.equal(v, parallel._stats[k]) for k, v in serial._stats.items())
+    assert int(parallel._stats["images"]) == 4 and parallel._pool is None
 
 
 def test_edge_counts_are_reproducible_on_cluttered_maps():
@@ -294,5 +262,6 @@ def test_edge_counts_are_reproducible_on_cluttered_maps():
             correspond_pixels(rng.random((30, 30)) > 0.5, rng.random((30, 30)) > 0.5, max_dist=0.1)
         meter = EdgeMeter(max_dist=0.1, thresholds=[0.5], thin=False)
         meter.update(pred, label, torch.ones(1, 30, 30, dtype=torch.bool))
-        states.append(meter.state()["counts"])
+        meter.compute()
+        states.append(meter._stats["counts"])
     assert all(torch.equal(states[0], s) for s in states)

@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import save_file
 
-from mtl3dcli.data.layout import DatasetMeta
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model

@@ -14,8 +14,8 @@ from layout_fixtures import PALETTE
 from rich.console import Console
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.predict import inference_size, parse_formats, run_predict
-from mtl3dcli.tasks import colormap
+from mtl3dcli.commands.predict import inference_size, parse_formats, run_predict
+from mtl3dcli.colors import colormap
 
 TASKS = ("semseg", "depth", "normals", "edge")
 DEPTH_RANGE = (0.5, 5.0)  # the fixture dataset's meta

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mtl3dcli import fileio
-from mtl3dcli.data.convert import convert_nyud
+from mtl3dcli.datasets.convert import convert_nyud
 from mtl3dcli.data.layout import DatasetLayout
-from mtl3dcli.data.preprocess import NYU13_CLASSES, map_nyu40_to_13, preprocess, scale_intrinsics
+from mtl3dcli.datasets.preprocess import NYU13_CLASSES, map_nyu40_to_13, preprocess, scale_intrinsics
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import TASKS
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl3dcli.data.derive import normals_from_depth
+from mtl3dcli.derive import normals_from_depth
 from mtl3dcli.data.layout import DatasetLayout
-from mtl3dcli.data.synthetic import (
+from mtl3dcli.datasets.synthetic import (
     CLASS_ID,
     SYNTHETIC_CLASSES,
     Primitive,

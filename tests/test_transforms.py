@@ -12,7 +12,7 @@ import torch
 from layout_fixtures import plane_view
 
 from mtl3dcli.data import transforms as T
-from mtl3dcli.data.derive import backproject
+from mtl3dcli.derive import backproject
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import TASKS, Task
 

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli import fileio
-from mtl3dcli.data.datasets import default_intrinsics
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.data.dataset import default_intrinsics
+from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import model_from_weights
 from mtl3dcli.models.regularizer import RenderCamera
-from mtl3dcli.predict import inference_size
-from mtl3dcli.views import (DEFAULT_FOV_DEG, PATHS, camera_path, novel_view_transform, render_fields, rotation,
+from mtl3dcli.commands.predict import inference_size
+from mtl3dcli.commands.views import (DEFAULT_FOV_DEG, PATHS, camera_path, novel_view_transform, render_fields, rotation,
                             run_render_views)
 
 FIELDS = ["semseg", "normals", "edge", "depth", "opacity", "features"]  # depth is rendered as ray depth, once

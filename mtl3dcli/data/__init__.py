@@ -1,1 +1,1 @@
-"""Datasets in the common on-disk layout: reading, writing, transforms, synthetic scenes and downloads."""
+"""The runtime input pipeline: the common on-disk layout, the dataset reader, transforms and partner views."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,46 +19,10 @@ import numpy as np
 
 from mtl3dcli import fileio
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.tasks import TASKS, Task, default_palette, get_task
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.tasks import TASKS, Task, get_task
 
-FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-@dataclass
-class DatasetMeta:
-    """Dataset-level facts every consumer needs: tasks present, class names and palettes, depth range."""
-
-    name: str
-    tasks: list[str]
-    classes: dict[str, list[str]] = field(default_factory=dict)  # per class task, names indexed by train id
-    palettes: dict[str, list[list[int]]] = field(default_factory=dict)
-    depth_range: tuple[float, float] = (0.0, 10.0)  # metres: display range and default near/far for rendering
-    edge_max_dist: float = 0.011  # boundary matching tolerance as a fraction of the image diagonal
-    version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)  # provenance: source archive, generator options, ...
-
-    def palette(self, task: str) -> list[list[int]]:
-        if task in self.palettes:
-            return self.palettes[task]
-        return default_palette(len(self.classes.get(task, [])) or 256)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["depth_range"] = list(self.depth_range)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Any, source: str = "meta.json") -> DatasetMeta:
-        if not isinstance(data, dict) or "name" not in data or "tasks" not in data:
-            raise Mtl3dError(f"{source}: not a mtl3d dataset description (needs at least 'name' and 'tasks')")
-        known = set(cls.__dataclass_fields__)
-        meta = cls(**{k: v for k, v in data.items() if k in known})
-        if meta.version > FORMAT_VERSION:
-            raise Mtl3dError(f"{source}: dataset format version {meta.version} is newer than this mtl3d supports")
-        meta.tasks = [get_task(t).name for t in meta.tasks]
-        meta.depth_range = (float(meta.depth_range[0]), float(meta.depth_range[1]))
-        return meta
 
 
 @dataclass(frozen=True)
@@ -77,6 +41,7 @@ class DatasetLayout:
             raise Mtl3dError(f"dataset not found: {self.root} (run `mtl3d download synthetic` or `mtl3d download "
                              f"nyuv2`, or pass --data)")
         self.meta = DatasetMeta.from_json(fileio.read_json(self.root / "meta.json"), str(self.root / "meta.json"))
+        self.meta.tasks = [get_task(t).name for t in self.meta.tasks]
         self._cameras: dict[str, Camera] | None = None
         self._image_suffix: dict[str, str] | None = None
 

@@ -1,1 +1,1 @@
-"""Training loop, evaluation loop and checkpoints."""
+"""Training: the Trainer, the objective, training-state checkpoints, distributed set-up and run logging."""

@@ -1,85 +1,16 @@
-"""Checkpoints: weights as safetensors that describe themselves, training state loaded without unpickling objects.
-
-A weights file carries the full config, the tasks, the dataset meta (class names, palettes, depth range) and the
-step in its safetensors metadata, so `mtl3d predict --weights W` needs nothing else. The optimizer/scheduler/
-scaler/RNG state lives in a separate `.state.pt` holding only tensors and plain containers, read back with
-`torch.load(weights_only=True)`. Both are written atomically.
-"""
+"""Training-state checkpoints (optimizer, scheduler, scaler, EMA, step): tensors and plain containers only, written
+atomically and read back with `torch.load(weights_only=True)`, so resuming never unpickles objects."""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mtl3dcli import __version__, fileio
-from mtl3dcli.config import Config, validate
-from mtl3dcli.data.layout import DatasetMeta
+from mtl3dcli import fileio
 from mtl3dcli.errors import Mtl3dError
-
-FORMAT = "mtl3d-weights"
-
-
-@dataclass
-class Weights:
-    state: dict[str, torch.Tensor]
-    config: Config
-    meta: DatasetMeta
-    step: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def has_regularizer(self) -> bool:
-        return any(key.startswith("regularizer.") for key in self.state)
-
-
-def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], config: Config, meta: DatasetMeta,
-                 step: int, metrics: dict[str, Any] | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    metadata = {
-        "format": FORMAT,
-        "mtl3d_version": __version__,
-        "config": json.dumps(config.to_dict()),
-        "meta": json.dumps(meta.to_json()),
-        "tasks": json.dumps(list(config.data.tasks)),
-        "step": str(step),
-        "metrics": json.dumps(metrics or {}),
-    }
-    with fileio.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
-
-
-def load_weights(path: str | os.PathLike) -> Weights:
-    """Read a weights file; any problem (missing, not safetensors, not ours, bad config) is one clear error."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise Mtl3dError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for corrupt/foreign files
-        raise Mtl3dError(f"{path} is not a readable safetensors weights file ({str(exc).splitlines()[0]})") from None
-    if metadata.get("format") != FORMAT:
-        raise Mtl3dError(f"{path} is not an mtl3d weights file (no mtl3d config in its metadata)")
-    try:
-        config = Config.from_dict(json.loads(metadata["config"]), source=f"config in {path.name}")
-        validate(config)
-        meta = DatasetMeta.from_json(json.loads(metadata["meta"]), f"dataset meta in {path.name}")
-        step = int(metadata.get("step", 0))
-        metrics = json.loads(metadata.get("metrics", "{}"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise Mtl3dError(f"{path}: unsupported or damaged metadata ({exc})") from None
-    return Weights(state, config, meta, step, metrics)
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from mtl3dcli.config import Config
-from mtl3dcli.data.layout import DatasetMeta
-from mtl3dcli.engine.checkpoint import Weights
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.weights import Weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.multitask import MultiTaskNet

@@ -23,9 +23,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mtl3dcli.config import Config, TrainConfig
-from mtl3dcli.data.datasets import MultiTaskDataset
+from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform, train_transform
-from mtl3dcli.engine.checkpoint import load_state, save_state, save_weights
+from mtl3dcli.engine.checkpoint import load_state, save_state
+from mtl3dcli.weights import save_weights
 from mtl3dcli.engine.distributed import DistContext, EpochSampler, barrier, init_distributed, shutdown
 from mtl3dcli.engine.evaluate import evaluate, move_batch
 from mtl3dcli.engine.logger import RunLogger

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli import fileio
-from mtl3dcli.data.datasets import default_intrinsics
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.data.dataset import default_intrinsics
+from mtl3dcli.weights import load_weights
 from mtl3dcli.engine.distributed import DistContext
-from mtl3dcli.engine.train import resolve_device
+from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.predict import model_input
-from mtl3dcli.tasks import colormap
+from mtl3dcli.commands.predict import model_input
+from mtl3dcli.colors import colormap
 
 PATHS = ("orbit", "spiral", "swing")
 DEFAULT_FOV_DEG = 60.0  # a new photo has no intrinsics: assume a typical indoor camera (NYUv2 is about 62 deg)

@@ -18,30 +18,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.progress import Advance, ProgressFactory, stage
 
 CHUNK_BYTES = 1 << 20
 RETRY_DELAY_S = 1.0  # first back-off between retries; doubles each try (tests set it to 0)
 USER_AGENT = "mtl3d-downloader/1"
-
-
-Advance = Callable[[int, int], None]  # advance(done, total); total 0 when unknown
-# progress(label) -> context manager yielding an Advance (the CLI passes mtl3dcli.progress.progress_bar).
-ProgressFactory = Callable[[str], AbstractContextManager[Advance]]
-
-
-@contextmanager
-def stage(progress: ProgressFactory | None, label: str) -> Iterator[Advance]:
-    """One progress bar for one stage (download, extract, convert); a no-op callback without a factory."""
-    if progress is None:
-        yield lambda done, total: None
-    else:
-        with progress(label) as advance:
-            yield advance
 
 
 Log = Callable[[str], None]
@@ -321,7 +306,7 @@ def download_dataset(name: str, out: str | os.PathLike, *, url: str | None = Non
     in `cache_dir` (default `out.parent/.downloads`) only with `keep_archive`; a failed download keeps its `.part`
     there for a later resume.
     """
-    from mtl3dcli.data import convert
+    from mtl3dcli.datasets import convert
 
     if name not in SOURCES:
         raise Mtl3dError(f"unknown dataset {name!r}; downloadable: {', '.join(SOURCES)}")

@@ -17,15 +17,16 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from mtl3dcli import fileio
-from mtl3dcli.data.layout import DatasetMeta
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.weights import load_weights
 from mtl3dcli.engine.distributed import DistContext
-from mtl3dcli.engine.train import resolve_device
+from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.evaluation import select_tasks
+from mtl3dcli.commands.evaluate import select_tasks
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
 from mtl3dcli.progress import progress_bar
-from mtl3dcli.tasks import Task, colormap
+from mtl3dcli.colors import colormap
+from mtl3dcli.tasks import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FORMATS = ("png", "npy")

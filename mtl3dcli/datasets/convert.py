@@ -25,11 +25,13 @@ import scipy.io
 from PIL import Image
 
 from mtl3dcli import fileio
-from mtl3dcli.data import derive
-from mtl3dcli.data.download import ProgressFactory, stage
-from mtl3dcli.data.layout import DatasetMeta, LayoutWriter
+from mtl3dcli import derive
+from mtl3dcli.progress import ProgressFactory, stage
+from mtl3dcli.data.layout import LayoutWriter
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.tasks import IGNORE_INDEX, TASKS
+from mtl3dcli.meta import IGNORE_INDEX
+from mtl3dcli.tasks import TASKS
 
 NYU40_CLASSES = [
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture", "counter",

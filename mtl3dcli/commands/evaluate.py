@@ -11,16 +11,16 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 
 from mtl3dcli import fileio
-from mtl3dcli.data.datasets import MultiTaskDataset
+from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
-from mtl3dcli.engine.checkpoint import load_weights
+from mtl3dcli.weights import load_weights
 from mtl3dcli.engine.distributed import DistContext
 from mtl3dcli.engine.evaluate import evaluate
-from mtl3dcli.engine.train import resolve_device
+from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import delta_m
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.tasks import Task, parse_tasks
+from mtl3dcli.tasks import Task, parse_tasks, primary_metrics
 
 
 def select_tasks(model: MTL3DModel, spec: str | None) -> list[Task]:
@@ -72,7 +72,7 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
         "samples": len(dataset), "results": results,
     }
     if refs:
-        report["delta_m"] = delta_m(results, refs, [t.name for t in selected])
+        report["delta_m"] = delta_m(results, refs, primary_metrics(selected))
     target = out or Path(weights_path).with_suffix(f".{split}.json")
     fileio.write_json(target, report)
     report["written"] = str(target)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtl3dcli.tasks import IGNORE_INDEX
+from mtl3dcli.meta import IGNORE_INDEX
 
 
 def boundaries_from_segmentation(seg: np.ndarray, radius: int = 1) -> np.ndarray:

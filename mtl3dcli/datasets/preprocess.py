@@ -15,11 +15,13 @@ import cv2
 import numpy as np
 
 from mtl3dcli import fileio
-from mtl3dcli.data import derive
-from mtl3dcli.data.download import Advance
-from mtl3dcli.data.layout import DatasetLayout, DatasetMeta, LayoutWriter
+from mtl3dcli import derive
+from mtl3dcli.progress import Advance
+from mtl3dcli.data.layout import DatasetLayout, LayoutWriter
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.tasks import IGNORE_INDEX, TASKS, Task
+from mtl3dcli.meta import IGNORE_INDEX
+from mtl3dcli.tasks import TASKS, Task
 
 NYU13_CLASSES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
                  "tv", "wall", "window"]

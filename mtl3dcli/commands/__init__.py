@@ -1,0 +1,1 @@
+"""The user-facing commands, each a thin layer over the inference session or the Trainer."""
