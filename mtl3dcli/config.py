@@ -39,11 +39,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    host: str = "baseline"  # baseline | mti-net | invpt (mtl3dcli.models.hosts)
     backbone: str = "tiny"  # see mtl3dcli.models.backbones.BACKBONES
-    pretrained: str | None = None  # local ImageNet weights (safetensors or a torch state dict)
+    pretrained: str | None = None  # null | imagenet (timm's download and cache) | path of a local weights file
     backbone_options: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     width: int = 32  # channels of the tiny backbone's first stage (ignored by the others)
-    head_channels: int = 64  # hidden channels of each task head
+    head: str = "hrnet"  # baseline heads: hrnet (upstream HighResolutionHead) | light (head_channels wide)
+    head_channels: int = 64  # hidden channels of each light head
+    host_options: dict[str, Any] = field(default_factory=dict)  # host-specific settings (see each host module)
 
 
 @dataclass

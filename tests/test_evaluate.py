@@ -49,7 +49,7 @@ def test_metrics_match_a_direct_forward_pass(report, tiny_weights, tiny_dataset)
     image = fileio.read_image(tiny_dataset / "images" / f"{VAL_ID}.png")
     with torch.no_grad():
         x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]
-        out = model(x)
+        out = model(x).outputs
     seg = out["semseg"][0].argmax(0).numpy()
     seg_gt = fileio.read_image(tiny_dataset / "segmentation" / f"{VAL_ID}.png", mode="L")
     depth = out["depth"][0, 0].clamp_min(0).double().numpy()

@@ -13,7 +13,7 @@ from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model
-from mtl3dcli.models.multitask import MultiTaskNet
+from mtl3dcli.models.hosts.baseline import BaselineHost
 from mtl3dcli.models.regularizer import RenderCamera
 
 META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
@@ -58,7 +58,7 @@ def test_load_pretrained_safetensors_loads_every_tensor(tmp_path):
     path = tmp_path / "imagenet.safetensors"
     save_file(state, str(path))
     target = build_backbone("tiny", width=8)
-    assert load_pretrained(target, path) == (len(state) - 1, 1)
+    assert load_pretrained(target.encoder, path) == (len(state) - 1, 1)
     for key, value in target.encoder.state_dict().items():
         assert torch.equal(value, source.encoder.state_dict()[key]), key
 
@@ -70,7 +70,7 @@ def test_load_pretrained_torch_state_dict_with_prefix(tmp_path):
     path = tmp_path / "imagenet.pth"
     torch.save({"state_dict": state}, path)
     target = build_backbone("tiny", width=8)
-    assert load_pretrained(target, path) == (len(state), 0)
+    assert load_pretrained(target.encoder, path) == (len(state), 0)
     first = next(iter(source.encoder.state_dict()))
     assert torch.equal(target.encoder.state_dict()[first], source.encoder.state_dict()[first])
 
@@ -80,27 +80,27 @@ def test_load_pretrained_errors(tmp_path):
     foreign = tmp_path / "other.safetensors"
     save_file({"classifier.weight": torch.zeros(3, 3), "stem.0.0.weight": torch.zeros(1)}, str(foreign))
     with pytest.raises(Mtl3dError, match="no tensor in .*other.safetensors matches the backbone"):
-        load_pretrained(backbone, foreign)
+        load_pretrained(backbone.encoder, foreign)
     with pytest.raises(Mtl3dError, match="pretrained weights not found"):
-        load_pretrained(backbone, tmp_path / "missing.safetensors")
+        load_pretrained(backbone.encoder, tmp_path / "missing.safetensors")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00garbage")
     with pytest.raises(Mtl3dError, match="cannot read pretrained weights .*corrupt.safetensors"):
-        load_pretrained(backbone, corrupt)
+        load_pretrained(backbone.encoder, corrupt)
 
 
-def test_multitask_net_outputs_at_input_resolution():
+@pytest.mark.parametrize("head", ["hrnet", "light"])
+def test_baseline_host_outputs_at_input_resolution(head):
     channels = {"semseg": 5, "depth": 1, "normals": 3, "edge": 1}
-    net = MultiTaskNet(build_backbone("tiny", width=8), channels, head_channels=8).eval()
+    net = BaselineHost(build_backbone("tiny", width=8), channels, head=head, head_channels=8).eval()
     assert net.feature_channels == 8 + 16 + 24 + 32
     image = torch.rand(2, 3, 40, 56)  # not a multiple of 32: outputs still match the input size
     with torch.no_grad():
-        features = net.features(image)
-        outputs = net(image)
-    assert tuple(features.shape) == (2, 80, 10, 14)
-    assert set(outputs) == set(channels)
+        out = net(image)
+    assert tuple(out.features.shape) == (2, 80, 10, 14)
+    assert set(out.outputs) == set(channels) and out.aux == {}
     for name, c in channels.items():
-        assert tuple(outputs[name].shape) == (2, c, 40, 56)
+        assert tuple(out.outputs[name].shape) == (2, c, 40, 56)
 
 
 def _regularizer(tmp_path, *extra):
@@ -119,7 +119,7 @@ def test_regularizer_render_shapes_and_ranges(tmp_path, camera, decode):
     K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(2, 3, 3)
     cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
     with torch.no_grad():
-        planes = reg.planes(model.net.features(image))
+        planes = reg.planes(model.net(image).features)
         out = reg.render(planes, cam, stratified=True)
     assert tuple(planes.shape) == (2, 3, 4, 8, 12)  # 3 planes of C=4 at the fused feature size (32/4, 48/4)
     h, w = 8, 12  # regularizer.render_size
@@ -138,7 +138,7 @@ def test_render_is_independent_of_chunking(tmp_path, decode):
     torch.manual_seed(0)
     model, reg = _regularizer(tmp_path, f"regularizer.decode={decode}")
     with torch.no_grad():
-        planes = reg.planes(model.net.features(torch.rand(2, 3, 32, 48)))
+        planes = reg.planes(model.net(torch.rand(2, 3, 32, 48)).features)
         whole = reg.render(planes, RenderCamera())
         reg.config.chunk = 10  # 5 rays per chunk at batch 2: many pieces, one of them ragged
         pieces = reg.render(planes, RenderCamera())
@@ -156,7 +156,7 @@ def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length)
     K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(1, 3, 3)
     cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
     with torch.no_grad():
-        planes = reg.planes(model.net.features(torch.rand(1, 3, 32, 48)))
+        planes = reg.planes(model.net(torch.rand(1, 3, 32, 48)).features)
         out = reg.render(planes, cam, stratified=True)
     expected = 1.0 - math.exp(-sigma * length)
     torch.testing.assert_close(out["opacity"], torch.full_like(out["opacity"], expected), rtol=1e-5, atol=1e-6)

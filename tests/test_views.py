@@ -129,7 +129,7 @@ def test_frame_zero_on_disk_is_the_training_view_render(tiny_weights, photo, tmp
     run_render_views(photo, tiny_weights, out=tmp_path, frames=FRAMES, size=SIZE, device="cpu")
     weights, model = loaded(tiny_weights)
     with torch.no_grad():
-        planes = model.regularizer.planes(model.net.features(preprocessed(photo, weights)))
+        planes = model.regularizer.planes(model.net(preprocessed(photo, weights)).features)
         opacity = model.regularizer.render(planes, RenderCamera(), size=SIZE)["opacity"][0, 0]
     expected = np.round(opacity.clamp(0, 1).numpy() * 255).astype(np.uint8)
     np.testing.assert_array_equal(iio.imread(tmp_path / "frames" / "opacity" / "000.png")[..., 0], expected)
@@ -142,7 +142,7 @@ def test_pose_zero_reproduces_the_regularizer_render_and_other_poses_differ(fixt
     reg = model.regularizer
     fields = render_fields(model, image, camera_path("orbit", FRAMES, 15.0))
     with torch.no_grad():
-        planes = reg.planes(model.net.features(image))
+        planes = reg.planes(model.net(image).features)
         if reg.perspective:  # a new photo has no intrinsics: render-views assumes a 60 degree field of view
             K = default_intrinsics(tuple(image.shape[-2:]), DEFAULT_FOV_DEG)[None]
             camera = RenderCamera(K_src=K, image_size=tuple(image.shape[-2:]))

@@ -24,6 +24,7 @@ from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.commands.evaluate import select_tasks
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
+from mtl3dcli.models.layers import upsample_maps
 from mtl3dcli.progress import progress_bar
 from mtl3dcli.colors import colormap
 from mtl3dcli.tasks import Task
@@ -74,7 +75,7 @@ def predict_images(model: MTL3DModel, images: list[np.ndarray], tasks: list[Task
                    device: torch.device) -> dict[str, torch.Tensor]:
     """uint8 images of one size (H, W, 3) -> {task: predictions (B, ...) at (H, W)} as Task.activate gives them."""
     height, width = images[0].shape[:2]
-    outputs = model.net.decode(model.net.features(model_input(images, train_size, device)), (height, width))
+    outputs = upsample_maps(model.net(model_input(images, train_size, device)).outputs, (height, width))
     return {t.name: t.activate(outputs[t.name].float()) for t in tasks}
 
 

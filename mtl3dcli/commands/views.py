@@ -81,8 +81,7 @@ def render_fields(model: MTL3DModel, image: torch.Tensor, poses: list[tuple[floa
     reg = model.regularizer
     if reg is None:
         raise Mtl3dError("these weights have no regularizer; render-views needs a model trained with it")
-    features = model.net.features(image)
-    planes = reg.planes(features)
+    planes = reg.planes(model.net(image).features)
     height, width = image.shape[-2:]
     K = default_intrinsics((height, width), DEFAULT_FOV_DEG).to(image)[None]
     pivot = (0.0, 0.0, 0.0) if not reg.perspective else (0.0, 0.0, 0.5 * (reg.near + reg.far))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from mtl3dcli.models.build import MTL3DModel
-from mtl3dcli.models.multitask import upsample_maps
+from mtl3dcli.models.layers import upsample_maps
 from mtl3dcli.tasks import Task
 
 
@@ -45,13 +45,12 @@ def evaluate(model: MTL3DModel, batches: Iterable[dict[str, Any]], device: torch
         image = batch["image"]
         size = tuple(image.shape[-2:])
         with autocast:
-            features = model.net.features(image)
-            outputs = model.net.decode(features, size)
+            out = model.net(image)
         for t in tasks:
-            meters[t.name].update(t.activate(outputs[t.name].float()), batch["labels"][t.name],
+            meters[t.name].update(t.activate(out.outputs[t.name].float()), batch["labels"][t.name],
                                   batch["valid"][t.name])
         if reg is not None:
-            renders = reg.render(reg.planes(features.float()), reg.view_camera(batch["K"], size), stratified=False)
+            renders = reg.render(reg.planes(out.features.float()), reg.view_camera(batch["K"], size), stratified=False)
             up = upsample_maps({t.name: renders[t.name] for t in render_tasks}, size)
             for t in render_tasks:
                 meters[f"render/{t.name}"].update(t.activate(up[t.name]), batch["labels"][t.name],

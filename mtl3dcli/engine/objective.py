@@ -18,7 +18,7 @@ from torch import nn
 
 from mtl3dcli.config import Config
 from mtl3dcli.models.build import MTL3DModel
-from mtl3dcli.models.multitask import upsample_maps
+from mtl3dcli.models.layers import upsample_maps
 from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.render.rays import relative_pose
 
@@ -38,13 +38,18 @@ class Objective(nn.Module):
         model = self.model
         image, labels, valid = batch["image"], batch["labels"], batch["valid"]
         size = tuple(image.shape[-2:])
-        features = model.net.features(image)
-        outputs = model.net.decode(features, size)
-        terms = {t.name: self.weights[t.name] * t.loss(outputs[t.name], labels[t.name], valid[t.name])
+        out = model.net(image)
+        terms = {t.name: self.weights[t.name] * t.loss(out.outputs[t.name], labels[t.name], valid[t.name])
                  for t in model.tasks}
+        for group, maps in out.aux.items():  # deep supervision, weighted like the final outputs
+            up_aux = upsample_maps(maps, size)
+            for t in model.tasks:
+                if t.name in up_aux:
+                    terms[f"aux/{group}/{t.name}"] = self.weights[t.name] * t.loss(up_aux[t.name], labels[t.name],
+                                                                                   valid[t.name])
         reg = model.regularizer
         if reg is not None:
-            planes = reg.planes(features)
+            planes = reg.planes(out.features)
             rendered = reg.render(planes, reg.view_camera(batch["K"], size), stratified=self.training)
             up = upsample_maps({t.name: rendered[t.name] for t in reg.tasks}, size)
             for t in reg.tasks:

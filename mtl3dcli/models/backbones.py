@@ -1,6 +1,7 @@
 """Image encoders behind one interface: `forward(image) -> list of feature maps`, with `channels` and `reductions`.
 
-Every backbone is built from a registry entry, never downloads anything, and loads ImageNet weights only from a
+Every backbone is built from a registry entry. ImageNet weights come from `pretrained`: None (random init),
+"imagenet" (timm's own download and cache, as timm users expect; torchvision's for resnet50) or the path of a
 local file (`load_pretrained`). timm and torchvision provide the real architectures; the tiny CNN exists so the
 demo and the tests train in minutes on a CPU.
 """
@@ -60,30 +61,55 @@ class TinyEncoder(nn.Module):
         return feats
 
 
-def _tiny(options: dict[str, Any], width: int) -> Backbone:
+def _tiny(options: dict[str, Any], width: int, pretrained: str | None) -> Backbone:
+    if pretrained:
+        raise Mtl3dError("the tiny backbone has no ImageNet weights (set model.pretrained=null)")
     encoder = TinyEncoder(width)
     return Backbone(encoder, encoder.widths, [4, 8, 16, 32])
 
 
-def _timm(name: str, defaults: dict[str, Any] | None = None) -> Callable[[dict[str, Any], int], Backbone]:
-    def build(options: dict[str, Any], width: int) -> Backbone:
-        import timm
+PRETRAINED_HELP = ("download them on a machine with internet access (they land in the Hugging Face cache, "
+                   "~/.cache/huggingface, which you can copy) or set model.pretrained=PATH to a local safetensors "
+                   "or torch state-dict file")
 
-        kwargs = {**(defaults or {}), **options}
-        try:
-            encoder = timm.create_model(name, pretrained=False, features_only=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise Mtl3dError(f"cannot build timm backbone {name!r} with {kwargs}: {exc}") from None
+
+def create_timm(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
+    """`timm.create_model(name, **kwargs)` with our `pretrained` semantics: None = random init, "imagenet" = timm's
+    default pretrained tag through its own download and cache (a one-line error when that fails, e.g. offline),
+    anything else = a local weights file loaded with `load_pretrained`."""
+    import timm
+
+    download = pretrained == "imagenet"
+    try:
+        model = timm.create_model(name, pretrained=download, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise Mtl3dError(f"cannot build timm model {name!r} with {kwargs}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
+        raise Mtl3dError(f"cannot fetch ImageNet weights for {name!r} ({type(exc).__name__}); {PRETRAINED_HELP}") from None
+    if pretrained and not download:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def _timm(name: str, defaults: dict[str, Any] | None = None) -> Callable[[dict[str, Any], int, str | None], Backbone]:
+    def build(options: dict[str, Any], width: int, pretrained: str | None) -> Backbone:
+        encoder = create_timm(name, pretrained, features_only=True, **{**(defaults or {}), **options})
         info = encoder.feature_info
         return Backbone(encoder, info.channels(), info.reduction())
 
     return build
 
 
-def _resnet50(options: dict[str, Any], width: int) -> Backbone:
+def _resnet50(options: dict[str, Any], width: int, pretrained: str | None) -> Backbone:
     import torchvision
 
-    encoder = torchvision.models.resnet50(weights=None, **options)
+    weights = "IMAGENET1K_V2" if pretrained == "imagenet" else None
+    try:
+        encoder = torchvision.models.resnet50(weights=weights, **options)
+    except OSError as exc:  # urllib's URLError when offline
+        raise Mtl3dError(f"cannot fetch ImageNet weights for resnet50 ({exc}); {PRETRAINED_HELP}") from None
+    if pretrained and pretrained != "imagenet":
+        load_pretrained(encoder, pretrained)
     del encoder.fc, encoder.avgpool
 
     def extract(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -98,10 +124,12 @@ def _resnet50(options: dict[str, Any], width: int) -> Backbone:
 
 
 # HRNet: the raw branch outputs (18/36/72/144 channels for W18), as the standard multi-task HRNet baseline uses them.
-BACKBONES: dict[str, Callable[[dict[str, Any], int], Backbone]] = {
+# "hrnet18" is HRNetV2-W18-Small-v2, the HRNet-18 of MTI-Net and the MTL codebases (3.86 M parameters); timm's full
+# W18 is `timm:hrnet_w18`.
+BACKBONES: dict[str, Callable[[dict[str, Any], int, str | None], Backbone]] = {
     "tiny": _tiny,
     "resnet50": _resnet50,
-    "hrnet18": _timm("hrnet_w18", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
+    "hrnet18": _timm("hrnet_w18_small_v2", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
     "hrnet48": _timm("hrnet_w48", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
     "vit-s": _timm("vit_small_patch16_224", {"dynamic_img_size": True, "out_indices": (2, 5, 8, 11)}),
     "vit-l": _timm("vit_large_patch16_224", {"dynamic_img_size": True, "out_indices": (5, 11, 17, 23)}),
@@ -109,16 +137,18 @@ BACKBONES: dict[str, Callable[[dict[str, Any], int], Backbone]] = {
 }
 
 
-def build_backbone(name: str, options: dict[str, Any] | None = None, width: int = 32) -> Backbone:
-    """Registry name, or `timm:<model_name>` for any timm model that supports `features_only`."""
+def build_backbone(name: str, options: dict[str, Any] | None = None, width: int = 32,
+                   pretrained: str | None = None) -> Backbone:
+    """Registry name, or `timm:<model_name>` for any timm model that supports `features_only`; `pretrained` as in
+    `create_timm`."""
     if name.startswith("timm:"):
-        return _timm(name[5:])(dict(options or {}), width)
+        return _timm(name[5:])(dict(options or {}), width, pretrained)
     if name not in BACKBONES:
         raise Mtl3dError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)} or timm:<name>")
-    return BACKBONES[name](dict(options or {}), width)
+    return BACKBONES[name](dict(options or {}), width, pretrained)
 
 
-def load_pretrained(backbone: Backbone, path: str | os.PathLike) -> tuple[int, int]:
+def load_pretrained(encoder: nn.Module, path: str | os.PathLike) -> tuple[int, int]:
     """Load ImageNet weights from a local safetensors file or a torch state dict (never unpickles objects).
 
     Keys are matched after stripping common prefixes (`module.`, `backbone.`, `model.`); classifier weights and
@@ -139,7 +169,7 @@ def load_pretrained(backbone: Backbone, path: str | os.PathLike) -> tuple[int, i
         raise Mtl3dError(f"cannot read pretrained weights {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(state, dict):
         raise Mtl3dError(f"{path} does not hold a state dict")
-    target = backbone.encoder.state_dict()
+    target = encoder.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for prefix in ("", "module.", "backbone.", "model.", "encoder."):
@@ -149,5 +179,5 @@ def load_pretrained(backbone: Backbone, path: str | os.PathLike) -> tuple[int, i
                 break
     if not loaded:
         raise Mtl3dError(f"no tensor in {path} matches the backbone (is it the right architecture?)")
-    backbone.encoder.load_state_dict(loaded, strict=False)
+    encoder.load_state_dict(loaded, strict=False)
     return len(loaded), len(state) - len(loaded)

@@ -11,8 +11,7 @@ from mtl3dcli.config import Config
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.weights import Weights
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.models.backbones import build_backbone, load_pretrained
-from mtl3dcli.models.multitask import MultiTaskNet
+from mtl3dcli.models.hosts import Host, HostOutput, HostSpec, build_host
 from mtl3dcli.models.regularizer import Regularizer, build_regularizer
 from mtl3dcli.tasks import Task, parse_tasks
 
@@ -31,14 +30,14 @@ class MTL3DModel(nn.Module):
     """`net` is everything inference needs; `regularizer` (or None) is only used by the training objective and
     `render-views`. State-dict keys are `net.*` and `regularizer.*`, so inference can load `net.*` alone."""
 
-    def __init__(self, net: MultiTaskNet, regularizer: Regularizer | None, tasks: list[Task], meta: DatasetMeta):
+    def __init__(self, net: Host, regularizer: Regularizer | None, tasks: list[Task], meta: DatasetMeta):
         super().__init__()
         self.net = net
         self.regularizer = regularizer
         self.tasks = tasks
         self.meta = meta
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> HostOutput:
         return self.net(image)
 
 
@@ -47,10 +46,8 @@ def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None
     """`with_regularizer` None follows config.regularizer.enabled; False builds the inference graph only."""
     tasks = resolve_tasks(config)
     channels = {t.name: t.channels(meta) for t in tasks}
-    backbone = build_backbone(config.model.backbone, config.model.backbone_options, config.model.width)
-    if config.model.pretrained and load_backbone_weights:
-        load_pretrained(backbone, config.model.pretrained)
-    net = MultiTaskNet(backbone, channels, config.model.head_channels)
+    pretrained = config.model.pretrained if load_backbone_weights else None
+    net = build_host(HostSpec(config.model, channels, tuple(config.data.size), pretrained))
     enabled = config.regularizer.enabled if with_regularizer is None else with_regularizer
     regularizer = None
     if enabled:
