@@ -35,7 +35,7 @@ def fake_batch(config, tasks, meta, device):
     K = torch.tensor([[w * 0.8, 0, w / 2], [0, w * 0.8, h / 2], [0, 0, 1.0]]).expand(b, 3, 3).contiguous()
     batch = {"image": torch.rand(b, 3, h, w, generator=g), "labels": labels, "valid": valid, "K": K,
              "pose": torch.eye(4).expand(b, 4, 4).contiguous()}
-    from mtl3dcli.engine.evaluate import move_batch
+    from mtl3dcli.data.loader import move_batch
 
     return move_batch(batch, device)
 

@@ -160,21 +160,20 @@ def train(
     [bold]torchrun --nproc_per_node N -m mtl3dcli train ...[/]"""
     from mtl3dcli.config import load_config
     from mtl3dcli.runs import next_run_dir
+    from mtl3dcli.tasks import parse_tasks
 
-    extra = list(overrides or [])
-    extra += [f"data.tasks={tasks}"] if tasks else []
-    extra += [f"data.root={data}"] if data else []
-    extra += [f"train.device={device}"] if device else []
-    extra += [f"train.seed={seed}"] if seed is not None else []
-    extra += [f"train.steps={steps}"] if steps is not None else []
+    values = {"data.tasks": [t.name for t in parse_tasks(tasks)] if tasks else None,
+              "data.root": str(data) if data else None, "train.device": device, "train.seed": seed,
+              "train.steps": steps}
+    options = {key: value for key, value in values.items() if value is not None}
     if resume is not None:
         config_file = resume / "config.yaml"
         if not config_file.is_file():
             raise Mtl3dError(f"cannot resume: {config_file} not found (is {resume} a run folder?)")
-        config = load_config(str(config_file), extra)
+        config = load_config(str(config_file), overrides, options)
         run_dir = resume
     else:
-        config = load_config(preset, extra)
+        config = load_config(preset, overrides, options)
         run_dir = out if out is not None else next_run_dir(Path("runs") / config.name)
     from mtl3dcli.engine.trainer import train as run_train  # torch import after the config checks: typos fail fast
 
@@ -200,15 +199,23 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Metrics JSON to write (default next to the weights).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    edge_thresholds: Annotated[Optional[int], typer.Option(help="Thresholds of the boundary odsF sweep.")] = None,
+    edge_thresholds: Annotated[Optional[int], typer.Option(help="Boundary odsF sweep: N evenly spaced thresholds "
+                                                                "(default: the hosts' 101 HED thresholds).")] = None,
+    edge_nms: Annotated[Optional[bool], typer.Option("--edge-nms/--no-edge-nms", help="Thin boundary maps with "
+                                                     "non-maximum suppression before matching (the hosts' protocol; "
+                                                     "default from the weights' config).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images of the split (a quick "
+                                                      "look).")] = None,
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
 ) -> None:
     """Score a trained model on a split: a table per task and a metrics JSON (mIoU, RMSE, mean angle, odsF, maxF,
-    ... and Delta_m when references are given)."""
+    ..., the protocol of each, and Delta_m when references are given)."""
     from mtl3dcli.commands.evaluate import run_evaluation, show_results
 
     results = run_evaluation(weights, data=data, split=split, tasks=tasks, rendered=rendered,
                              references=references, out=out, batch_size=batch_size, device=device,
-                             edge_thresholds=edge_thresholds)
+                             edge_thresholds=edge_thresholds, edge_nms=edge_nms, limit=limit, workers=workers,
+                             console=console)
     show_results(results, out_console)
 
 

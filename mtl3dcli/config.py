@@ -13,11 +13,24 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from mtl3dcli.errors import Mtl3dError
+
+
+# Closed choices are Literal types: `_coerce` checks them when a config is built, the one place they are validated.
+EvalMode = Literal["resize", "pad"]
+Host = Literal["baseline", "mti-net", "invpt"]
+Head = Literal["hrnet", "light"]
+Camera = Literal["orthographic", "perspective"]
+DensityActivation = Literal["softplus", "trunc_exp"]
+Aggregation = Literal["sum", "mean", "product", "concat"]
+Decode = Literal["point", "ray"]
+Optimizer = Literal["adamw", "adam", "sgd"]
+Schedule = Literal["poly", "cosine", "constant"]
+SaliencyProtocol = Literal["invpt", "mtl-pytorch"]
 
 
 @dataclass
@@ -28,7 +41,7 @@ class DataConfig:
     val_split: str = "val"
     size: tuple[int, int] = (96, 128)  # training crop (H, W)
     eval_size: tuple[int, int] | None = None  # evaluation input size; None keeps the stored size
-    eval_mode: str = "resize"  # resize | pad (labels follow the image either way)
+    eval_mode: EvalMode = "resize"  # labels follow the image either way
     scale: tuple[float, float] = (0.75, 1.5)  # random rescale range before the crop
     flip: bool = True
     jitter: float = 0.2  # photometric jitter strength (0 = off)
@@ -39,12 +52,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    host: str = "baseline"  # baseline | mti-net | invpt (mtl3dcli.models.hosts)
+    host: Host = "baseline"  # mtl3dcli.models.hosts
     backbone: str = "tiny"  # see mtl3dcli.models.backbones.BACKBONES
     pretrained: str | None = None  # null | imagenet (timm's download and cache) | path of a local weights file
     backbone_options: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     width: int = 32  # channels of the tiny backbone's first stage (ignored by the others)
-    head: str = "hrnet"  # baseline heads: hrnet (upstream HighResolutionHead) | light (head_channels wide)
+    head: Head = "hrnet"  # baseline heads: upstream HighResolutionHead | light (head_channels wide)
     head_channels: int = 64  # hidden channels of each light head
     host_options: dict[str, Any] = field(default_factory=dict)  # host-specific settings (see each host module)
 
@@ -52,7 +65,7 @@ class ModelConfig:
 @dataclass
 class RegularizerConfig:
     enabled: bool = True
-    camera: str = "orthographic"  # orthographic (the paper) | perspective (rays from the sample's K)
+    camera: Camera = "orthographic"  # orthographic (the paper) | perspective (rays from the sample's K)
     plane_channels: int = 32  # C: channels of each of the three planes
     plane_size: tuple[int, int] | None = None  # tri-plane resolution; None = the fused feature map's size
     render_size: tuple[int, int] = (24, 32)  # rendered (H, W); the paper renders NYUv2 at 56x72
@@ -61,9 +74,9 @@ class RegularizerConfig:
     far: float | None = None
     density_hidden: int = 64
     task_hidden: int = 32
-    density_activation: str = "softplus"  # softplus | trunc_exp
-    aggregation: str = "sum"  # sum (the paper) | mean | product | concat
-    decode: str = "point"  # point: task MLPs on every sample, then composite | ray: composite the feature, then decode
+    density_activation: DensityActivation = "softplus"
+    aggregation: Aggregation = "sum"  # how the three plane features combine; sum is the paper's
+    decode: Decode = "point"  # point: task MLPs on every sample, then composite | ray: composite the feature, then decode
     tasks: list[str] | None = None  # tasks to render; None = all model tasks
     alpha: dict[str, float] = field(default_factory=dict)  # per-task weight of the rendered loss
     default_alpha: float = 1.0
@@ -76,11 +89,11 @@ class RegularizerConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: Optimizer = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # sgd only
-    schedule: str = "poly"  # poly | cosine | constant
+    schedule: Schedule = "poly"
     poly_power: float = 0.9
     warmup_steps: int = 0
     clip_grad: float | None = 10.0
@@ -97,14 +110,27 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    edge_thresholds: int = 99  # thresholds of the odsF sweep (evenly spaced in (0, 1))
+    edge_thresholds: int | None = None  # None: the hosts' protocol (SEISM's 101 HED thresholds); n: n evenly spaced
+    edge_nms: bool = True  # non-maximum suppression before matching (the hosts' protocol); false: plain thresholding
     edge_workers: int = 0  # processes for boundary matching (the slow part); 0 = one per CPU core, at most 8
+    saliency_protocol: SaliencyProtocol = "invpt"  # invpt: pooled maxF, beta^2 0.3 | mtl-pytorch: per image, beta^2 1
+    val_subset: int = 64  # while training, slow metrics (boundaries) score this many fixed validation images (0 = all)
+    val_edge_thresholds: int | None = 25  # ... with this many thresholds; the last validation and `evaluate` use all
     references: dict[str, dict[str, float]] = field(default_factory=dict)  # single-task numbers for Delta_m
 
-    def metric_options(self) -> dict[str, Any]:
-        """Keyword options for Task.metric (see mtl3dcli.tasks)."""
+    def metric_options(self, full: bool = True) -> dict[str, Any]:
+        """Keyword options for Task.metric (see mtl3dcli.tasks); `full` False gives the bounded training protocol."""
         workers = self.edge_workers or min(8, os.cpu_count() or 1)
-        return {"edge_thresholds": self.edge_thresholds, "edge_workers": workers if workers > 1 else 0}
+        thresholds = self.edge_thresholds if full or self.val_edge_thresholds is None else self.val_edge_thresholds
+        return {"edge_thresholds": thresholds, "edge_nms": self.edge_nms, "edge_workers": workers if workers > 1 else 0,
+                "saliency_protocol": self.saliency_protocol}
+
+    def validation_subset(self, size: int) -> set[int] | None:
+        """Indices of the fixed validation images that slow metrics use while training: evenly spaced over the
+        split, so every scene type is represented; None = all."""
+        if self.val_subset <= 0 or self.val_subset >= size:
+            return None
+        return {int(i * size / self.val_subset) for i in range(self.val_subset)}
 
 
 @dataclass
@@ -186,22 +212,31 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    out: dict[str, Any] = {}
-    node = out
+    return _nest(key, value)
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    """'train.lr', 1e-4 -> {'train': {'lr': 1e-4}}."""
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise Mtl3dError(f"override {text!r} has an empty key")
+        raise Mtl3dError(f"override {key!r}={value!r} has an empty key")
+    out: dict[str, Any] = {}
+    node = out
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return out
 
 
-def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Preset name or path (None = defaults) plus `section.key=value` overrides -> validated Config."""
+def load_config(preset: str | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> Config:
+    """Preset name or path (None = defaults), then `section.key=value` text overrides (parsed as YAML), then typed
+    `values` {"section.key": value} (command-line options) -> validated Config."""
     data = _read_preset(preset) if preset else {}
     for text in overrides or []:
         data = merge(data, parse_override(text))
+    for key, value in (values or {}).items():
+        data = merge(data, _nest(key, value))
     config = Config.from_dict(data, source=f"preset {preset}" if preset else "config")
     validate(config)
     return config
@@ -209,18 +244,6 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None) -
 
 def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
-    choices = {
-        "data.eval_mode": (config.data.eval_mode, ("resize", "pad")),
-        "regularizer.camera": (config.regularizer.camera, ("orthographic", "perspective")),
-        "regularizer.density_activation": (config.regularizer.density_activation, ("softplus", "trunc_exp")),
-        "regularizer.aggregation": (config.regularizer.aggregation, ("sum", "mean", "product", "concat")),
-        "regularizer.decode": (config.regularizer.decode, ("point", "ray")),
-        "train.optimizer": (config.train.optimizer, ("adamw", "sgd")),
-        "train.schedule": (config.train.schedule, ("poly", "cosine", "constant")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise Mtl3dError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     positive = {"train.steps": config.train.steps, "data.batch_size": config.data.batch_size,
                 "regularizer.samples": config.regularizer.samples, "regularizer.chunk": config.regularizer.chunk,
                 "regularizer.plane_channels": config.regularizer.plane_channels}
@@ -277,6 +300,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise Mtl3dError(errors[0])
     if hint is Any:
         return value
+    if origin is Literal:
+        if value in args:
+            return value
+        raise Mtl3dError(f"{key} must be one of {', '.join(map(str, args))}, got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
             return value

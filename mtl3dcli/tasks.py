@@ -104,6 +104,10 @@ class Task:
         """Prediction for one image (as returned by `activate`, batch dim removed) -> uint8 (H, W, 3)."""
         raise NotImplementedError
 
+    def visualize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        """The picture `predict` writes: `colorize`, plus a legend where the colours need one (depth)."""
+        return self.colorize(prediction, meta)
+
     def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
         """Prediction for one image -> canonical array (what `write` stores)."""
         raise NotImplementedError
@@ -204,8 +208,28 @@ class DepthTask(Task):
 
     def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
         depth = np.asarray(prediction, dtype=np.float32).reshape(prediction.shape[-2:])
-        lo, hi = meta.depth_range if meta is not None else (float(depth.min()), float(depth.max()))
+        lo, hi = self._range(depth, meta)
         return colormap((depth - lo) / max(hi - lo, 1e-6))
+
+    def visualize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
+        """The colourised depth with a colour bar and its range in metres underneath."""
+        from PIL import Image, ImageDraw
+
+        body = self.colorize(prediction, meta)
+        lo, hi = self._range(np.asarray(prediction, dtype=np.float32), meta)
+        width = body.shape[1]
+        bar = np.repeat(colormap(np.linspace(0, 1, width))[None], max(6, body.shape[0] // 24), axis=0)
+        legend = Image.new("RGB", (width, 12), (255, 255, 255))
+        draw = ImageDraw.Draw(legend)
+        draw.text((1, 0), f"{lo:.1f} m", fill=(0, 0, 0))
+        right = f"{hi:.1f} m"
+        draw.text((max(0, width - 6 * len(right) - 1), 0), right, fill=(0, 0, 0))
+        return np.concatenate([body, bar, np.asarray(legend)], axis=0)
+
+    @staticmethod
+    def _range(depth: np.ndarray, meta: DatasetMeta | None) -> tuple[float, float]:
+        """The colour scale in metres: the dataset's depth range, else the map's own."""
+        return meta.depth_range if meta is not None else (float(depth.min()), float(depth.max()))
 
     def to_numpy(self, prediction: torch.Tensor) -> np.ndarray:
         return prediction.cpu().float().numpy().reshape(prediction.shape[-2:])
@@ -298,10 +322,11 @@ class BinaryTask(Task):
 @dataclass(frozen=True)
 class EdgeTask(BinaryTask):
     def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
-        from mtl3dcli.metrics import EdgeMeter
+        from mtl3dcli.metrics import HED_THRESHOLDS, EdgeMeter
 
-        return EdgeMeter(max_dist=meta.edge_max_dist, thresholds=options.get("edge_thresholds", 99),
-                         workers=options.get("edge_workers", 0))
+        thresholds = options.get("edge_thresholds")
+        return EdgeMeter(max_dist=meta.edge_max_dist, thresholds=HED_THRESHOLDS if thresholds is None else thresholds,
+                         nms=options.get("edge_nms", True), workers=options.get("edge_workers", 0))
 
 
 @dataclass(frozen=True)

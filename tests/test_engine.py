@@ -3,6 +3,8 @@ after a hard kill, and inference parity of the regularized model."""
 
 from __future__ import annotations
 
+import itertools
+
 import json
 import math
 import os
@@ -23,7 +25,7 @@ from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.engine import trainer as train_module
 from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.weights import load_weights, save_weights
-from mtl3dcli.engine.distributed import DistContext, EpochSampler
+from mtl3dcli.data.loader import EpochSampler
 from mtl3dcli.engine.trainer import lr_factor, train
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import build_model, model_from_weights
@@ -95,29 +97,33 @@ def test_lr_factor_cosine_and_constant():
 
 
 # --- sampler --------------------------------------------------------------------------------------------------------
+def _take(sampler, n):
+    return list(itertools.islice(sampler, n))
+
+
 def test_epoch_sampler_shards_are_disjoint_whole_batches():
-    size, batch, seed, epoch = 11, 2, 3, 1
-    shards = [list(EpochSampler(size, batch, seed, epoch, DistContext(rank, 2))) for rank in range(2)]
+    size, batch, seed = 11, 2, 3
     assert EpochSampler.batches_per_epoch(size, batch, 2) == 2  # 5 samples per rank -> 2 whole batches
-    assert [len(s) for s in shards] == [4, 4]
-    assert not set(shards[0]) & set(shards[1])
-    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    assert shards[0] == order[0:8:2] and shards[1] == order[1:8:2]  # rank r takes order[r::2], whole batches
+    shards = [_take(EpochSampler(size, batch, seed, rank=rank, world=2), 8) for rank in range(2)]
+    for epoch in (0, 1):  # 4 keys per rank and epoch
+        keys = [shard[4 * epoch:4 * epoch + 4] for shard in shards]
+        assert all(e == epoch for shard in keys for e, _ in shard)
+        assert not {i for _, i in keys[0]} & {i for _, i in keys[1]}
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        assert [i for _, i in keys[0]] == order[0:8:2] and [i for _, i in keys[1]] == order[1:8:2]
     # the same (seed, epoch) gives the same order; another epoch reshuffles
-    assert list(EpochSampler(size, batch, seed, epoch, DistContext())) == order[:10]
-    assert list(EpochSampler(size, batch, seed, epoch + 1, DistContext())) != order[:10]
+    single = _take(EpochSampler(size, batch, seed), 20)
+    assert [i for _, i in single[:10]] != [i for _, i in single[10:]]
+    assert single == _take(EpochSampler(size, batch, seed), 20)
 
 
-def test_epoch_sampler_skip_drops_exactly_the_consumed_batches():
-    full = list(EpochSampler(10, 3, 0, 2, DistContext()))
-    assert len(full) == 9
-    for skip in range(4):
-        sampler = EpochSampler(10, 3, 0, 2, DistContext(), skip_batches=skip)
-        assert list(sampler) == full[3 * skip:]
-        assert len(sampler) == len(full) - 3 * skip
-    ranked = [list(EpochSampler(20, 2, 0, 0, DistContext(r, 2), skip_batches=2)) for r in range(2)]
+def test_epoch_sampler_start_drops_exactly_the_consumed_batches():
+    full = _take(EpochSampler(10, 3, 0), 30)  # 3 batches per epoch
+    for start in range(7):
+        assert _take(EpochSampler(10, 3, 0, start=start), 30 - 3 * start) == full[3 * start:]
+    ranked = [_take(EpochSampler(20, 2, 0, rank=r, world=2, start=2), 10) for r in range(2)]
     for rank in range(2):
-        assert ranked[rank] == list(EpochSampler(20, 2, 0, 0, DistContext(rank, 2)))[4:]
+        assert ranked[rank] == _take(EpochSampler(20, 2, 0, rank=rank, world=2), 14)[4:]
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------------------

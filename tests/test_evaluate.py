@@ -14,7 +14,8 @@ import torch
 from mtl3dcli import fileio
 from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.commands.evaluate import run_evaluation, select_tasks
+from mtl3dcli.commands.evaluate import run_evaluation
+from mtl3dcli.inference import select_tasks
 from mtl3dcli.metrics import delta_m
 from mtl3dcli.models.build import model_from_weights
 from mtl3dcli.tasks import parse_tasks, primary_metrics

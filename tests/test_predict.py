@@ -14,7 +14,8 @@ from layout_fixtures import PALETTE
 from rich.console import Console
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.commands.predict import inference_size, parse_formats, run_predict
+from mtl3dcli.commands.predict import parse_formats, run_predict
+from mtl3dcli.inference import inference_size
 from mtl3dcli.colors import colormap
 
 TASKS = ("semseg", "depth", "normals", "edge")

@@ -18,7 +18,7 @@ from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import model_from_weights
 from mtl3dcli.models.regularizer import RenderCamera
-from mtl3dcli.commands.predict import inference_size
+from mtl3dcli.inference import inference_size
 from mtl3dcli.commands.views import (DEFAULT_FOV_DEG, PATHS, camera_path, novel_view_transform, render_fields, rotation,
                             run_render_views)
 

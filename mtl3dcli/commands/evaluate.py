@@ -1,5 +1,5 @@
-"""`mtl3d evaluate`: load self-describing weights, stream a split through the model, report and save metrics
-(with Delta_m against single-task references when given)."""
+"""`mtl3d evaluate`: score self-describing weights on a split and write a metrics JSON (with the protocol of every
+metric, and Delta_m against single-task references when given)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from mtl3dcli import fileio
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
-from mtl3dcli.weights import load_weights
-from mtl3dcli.engine.distributed import DistContext
-from mtl3dcli.engine.evaluate import evaluate
-from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.inference import InferenceSession
 from mtl3dcli.metrics import delta_m
-from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.tasks import Task, parse_tasks, primary_metrics
-
-
-def select_tasks(model: MTL3DModel, spec: str | None) -> list[Task]:
-    """The model's tasks named in `spec` ("seg,depth"); a task the model lacks is a clear error."""
-    if not spec:
-        return list(model.tasks)
-    have = {t.name: t for t in model.tasks}
-    wanted = parse_tasks(spec)
-    missing = [t.name for t in wanted if t.name not in have]
-    if missing:
-        raise Mtl3dError(f"the model has no {', '.join(missing)} head (it predicts: {', '.join(have)})")
-    return [have[t.name] for t in wanted]
+from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.progress import progress_bar
+from mtl3dcli.tasks import primary_metrics
+from mtl3dcli.weights import load_weights
 
 
 def check_dataset_fits(model: MTL3DModel, dataset: MultiTaskDataset) -> None:
@@ -48,31 +35,44 @@ def check_dataset_fits(model: MTL3DModel, dataset: MultiTaskDataset) -> None:
 def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str = "val", tasks: str | None = None,
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
-                   workers: int = 2) -> dict[str, Any]:
-    """Evaluate `weights_path` on `split` of `data` (default: the dataset it trained on) and write the report
-    (default `<weights>.<split>.json`); returns the report with "results" {task: {metric: value}}."""
+                   edge_nms: bool | None = None, limit: int | None = None, workers: int = 2,
+                   console: Console | None = None) -> dict[str, Any]:
+    """Evaluate `weights_path` on `split` of `data` (default: the dataset it trained on), or its first `limit`
+    images, and write the report (default `<weights>.<split>.json`); returns the report with "results"
+    {task: {metric: value}} and "protocols" {task: definition}."""
     weights = load_weights(weights_path)
+    session = InferenceSession.from_weights(weights, device=device, tasks=tasks, with_regularizer=rendered)
     config = weights.config
-    model = model_from_weights(weights, with_regularizer=rendered)
-    selected = select_tasks(model, tasks)
     root = data or Path(config.data.root)
-    dataset = MultiTaskDataset(root, split, selected, eval_transform(config.data.eval_size, config.data.eval_mode))
-    check_dataset_fits(model, dataset)
-    torch_device = resolve_device(device, DistContext())
-    model.to(torch_device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch_device.type == "cuda")
+    dataset = MultiTaskDataset(root, split, session.tasks, eval_transform(config.data.eval_size,
+                                                                          config.data.eval_mode))
+    check_dataset_fits(session.model, dataset)
+    if limit is not None and limit < 1:
+        raise Mtl3dError(f"--limit must be at least 1, got {limit}")
+    samples = Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+    dataset.check_files(len(samples))
+    loader = DataLoader(samples, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=session.device.type == "cuda")
     if edge_thresholds is not None:
         config.eval.edge_thresholds = edge_thresholds
-    results = evaluate(model, loader, torch_device, rendered=rendered, tasks=selected,
-                       metric_options=config.eval.metric_options())
-    refs = _references(references) if references else config.eval.references
+    if edge_nms is not None:
+        config.eval.edge_nms = edge_nms
+    options = config.eval.metric_options()
+    with progress_bar(f"evaluating {split}", console or Console(stderr=True), unit="images") as advance:
+        done = [0]
+
+        def on_batch(images: int) -> None:
+            done[0] += images
+            advance(done[0], len(samples))
+
+        results = session.evaluate(loader, rendered=rendered, metric_options=options, on_batch=on_batch)
     report: dict[str, Any] = {
         "weights": str(weights_path), "step": weights.step, "dataset": str(root), "split": split,
-        "samples": len(dataset), "results": results,
+        "samples": len(samples), "results": results, "protocols": session.protocols(options),
     }
+    refs = _references(references) if references else config.eval.references
     if refs:
-        report["delta_m"] = delta_m(results, refs, primary_metrics(selected))
+        report["delta_m"] = delta_m(results, refs, primary_metrics(session.tasks))
     target = out or Path(weights_path).with_suffix(f".{split}.json")
     fileio.write_json(target, report)
     report["written"] = str(target)
@@ -101,4 +101,3 @@ def show_results(report: dict[str, Any], console: Console) -> None:
     if "delta_m" in report:
         console.print(f"Delta_m vs single-task references: {report['delta_m']:+.2f}%")
     console.print(f"metrics written to {report['written']}")
-

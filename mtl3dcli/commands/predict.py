@@ -7,31 +7,22 @@ activation. One unreadable image does not stop the others: failures are collecte
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 
 from mtl3dcli import fileio
-from mtl3dcli.meta import DatasetMeta
-from mtl3dcli.weights import load_weights
-from mtl3dcli.engine.distributed import DistContext
-from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.commands.evaluate import select_tasks
-from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.models.layers import upsample_maps
+from mtl3dcli.inference import InferenceSession
+from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.progress import progress_bar
-from mtl3dcli.colors import colormap
 from mtl3dcli.tasks import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 FORMATS = ("png", "npy")
-STRIDE = 32
 
 
 @dataclass
@@ -56,58 +47,13 @@ def collect_images(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
     return files, failures
 
 
-def inference_size(height: int, width: int, train_size: tuple[int, int]) -> tuple[int, int]:
-    """Keep the aspect ratio, match the training pixel count, round each side to a multiple of STRIDE."""
-    scale = math.sqrt(train_size[0] * train_size[1] / (height * width))
-    return (max(STRIDE, round(height * scale / STRIDE) * STRIDE), max(STRIDE, round(width * scale / STRIDE) * STRIDE))
-
-
-def model_input(images: list[np.ndarray], train_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """uint8 images of one size (H, W, 3) -> (B, 3, h, w) in [0, 1] at `inference_size` (antialiased bilinear)."""
-    height, width = images[0].shape[:2]
-    tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(device)
-    return F.interpolate(tensor, size=inference_size(height, width, train_size), mode="bilinear",
-                         align_corners=False, antialias=True)
-
-
-@torch.no_grad()
-def predict_images(model: MTL3DModel, images: list[np.ndarray], tasks: list[Task], train_size: tuple[int, int],
-                   device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 images of one size (H, W, 3) -> {task: predictions (B, ...) at (H, W)} as Task.activate gives them."""
-    height, width = images[0].shape[:2]
-    outputs = upsample_maps(model.net(model_input(images, train_size, device)).outputs, (height, width))
-    return {t.name: t.activate(outputs[t.name].float()) for t in tasks}
-
-
-def depth_with_legend(depth: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
-    """Colourised depth with a colour bar and its range in metres underneath."""
-    from PIL import Image, ImageDraw
-
-    lo, hi = depth_range
-    body = colormap((depth - lo) / max(hi - lo, 1e-6))
-    width = body.shape[1]
-    bar_h = max(6, body.shape[0] // 24)
-    bar = np.repeat(colormap(np.linspace(0, 1, width))[None], bar_h, axis=0)
-    text_h = 12
-    legend = Image.new("RGB", (width, text_h), (255, 255, 255))
-    draw = ImageDraw.Draw(legend)
-    draw.text((1, 0), f"{lo:.1f} m", fill=(0, 0, 0))
-    right = f"{hi:.1f} m"
-    draw.text((max(0, width - 6 * len(right) - 1), 0), right, fill=(0, 0, 0))
-    return np.concatenate([body, bar, np.asarray(legend)], axis=0)
-
-
 def write_prediction(out: Path, stem: str, task: Task, prediction: torch.Tensor, meta: DatasetMeta,
                      formats: set[str]) -> list[Path]:
+    """<stem>_<task>.png (the task's visualization) and/or .npy (its canonical array) for one image."""
     written = []
     if "png" in formats:
-        array = prediction.cpu().numpy()
-        if task.rendered_as_depth:
-            rgb = depth_with_legend(task.to_numpy(prediction), meta.depth_range)
-        else:
-            rgb = task.colorize(array, meta)
         path = out / f"{stem}_{task.name}.png"
-        fileio.write_image(path, rgb)
+        fileio.write_image(path, task.visualize(prediction.cpu().numpy(), meta))
         written.append(path)
     if "npy" in formats:
         path = out / f"{stem}_{task.name}.npy"
@@ -130,12 +76,8 @@ def run_predict(inputs: list[Path], weights_path: Path, *, tasks: str | None = N
     """Predict every input; returns the failures (already reported on `console`)."""
     console = console or Console(stderr=True)
     chosen_formats = parse_formats(formats)
-    weights = load_weights(weights_path)
-    model = model_from_weights(weights, with_regularizer=False)
-    selected = select_tasks(model, tasks)
-    torch_device = resolve_device(device, DistContext())
-    model.to(torch_device).eval()
-    train_size = weights.config.data.eval_size or weights.config.data.size
+    session = InferenceSession.from_weights(weights_path, device=device, tasks=tasks)
+    meta = session.model.meta
     files, failures = collect_images(inputs)
     stems: dict[str, int] = {}
     done, errors = 0, len(failures)
@@ -149,13 +91,12 @@ def run_predict(inputs: list[Path], weights_path: Path, *, tasks: str | None = N
                 except Mtl3dError as exc:
                     failures.append(Failure(path, str(exc)))
             for group in groups.values():  # images of one size share a forward pass
-                predictions = predict_images(model, [image for _, image in group], selected, train_size,
-                                             torch_device)
+                predictions = session.predict([image for _, image in group])
                 for i, (path, _) in enumerate(group):
                     stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem]}"
                     stems[path.stem] = stems.get(path.stem, 0) + 1
-                    for task in selected:
-                        write_prediction(out, stem, task, predictions[task.name][i], weights.meta, chosen_formats)
+                    for task in session.tasks:
+                        write_prediction(out, stem, task, predictions[task.name][i], meta, chosen_formats)
                     done += 1
             advance(done + len(failures) - errors, len(files))
     console.print(f"predicted {done} image(s) -> {out}" + (f"; {len(failures)} failed:" if failures else ""))

@@ -20,12 +20,10 @@ import torch.nn.functional as F
 
 from mtl3dcli import fileio
 from mtl3dcli.data.dataset import default_intrinsics
+from mtl3dcli.inference import InferenceSession
 from mtl3dcli.weights import load_weights
-from mtl3dcli.engine.distributed import DistContext
-from mtl3dcli.engine.trainer import resolve_device
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.models.build import MTL3DModel, model_from_weights
-from mtl3dcli.commands.predict import model_input
+from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.colors import colormap
 
 PATHS = ("orbit", "spiral", "swing")
@@ -157,14 +155,11 @@ def run_render_views(image_path: Path, weights_path: Path, *, out: Path, frames:
     if fps <= 0:
         raise Mtl3dError(f"--fps must be positive, got {fps}")
     weights = load_weights(weights_path)
-    model = model_from_weights(weights, with_regularizer=True)
-    torch_device = resolve_device(device, DistContext())
-    model.to(torch_device).eval()
-    array = fileio.read_image(image_path, mode="RGB")
-    tensor = model_input([array], weights.config.data.eval_size or weights.config.data.size, torch_device)
+    session = InferenceSession.from_weights(weights, device=device, with_regularizer=True)
+    tensor = session.prepare([fileio.read_image(image_path, mode="RGB")])
     if size is None:  # the field is continuous: render 4x finer than the training renders by default
         size = tuple(4 * s for s in weights.config.regularizer.render_size)
-    colored = colorize_fields(model, render_fields(model, tensor, poses, size))
+    colored = colorize_fields(session.model, render_fields(session.model, tensor, poses, size))
     gifs = []
     for field, images in colored.items():
         for i, img in enumerate(images):

@@ -1,9 +1,10 @@
 """One `torch.utils.data.Dataset` for every dataset in the common on-disk layout (see mtl3dcli.data.layout).
 
-Files are read and checked lazily, per sample, with errors that name the offending file. Augmentation randomness
-comes from a generator seeded by (seed, epoch, index), so a sample's crop/flip/jitter is the same in any worker and
-any run; call `set_epoch` once per epoch (with persistent DataLoader workers the workers keep their own copy of the
-dataset and do not see it).
+Files are read lazily, per sample, with errors that name the offending file; `check_files` lists every missing file
+of the split up front. Augmentation randomness comes from a generator seeded by (seed, epoch, index), so a sample's
+crop/flip/jitter is the same in any worker and any run. The epoch travels with the key: `dataset[(epoch, index)]`
+(what `mtl3dcli.data.loader.EpochSampler` yields, so persistent DataLoader workers need no epoch update) or
+`dataset[index]` for epoch 0.
 
 A sample is the dict described in mtl3dcli.data.transforms plus "id", "scene", "index", "has_camera", "size"
 (original (H, W)); with pairs=True also "pair" ({"labels", "valid", "K", "pose"} of a partner view of the same scene,
@@ -56,7 +57,6 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         self.split = split
         self.transform = transform
         self.seed = seed
-        self.epoch = 0
         self.default_fov_deg = default_fov_deg
         self.pairs = pairs
         self._task_map = {task.name: task for task in self.tasks}
@@ -75,18 +75,30 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation draws of this epoch (same epoch -> same crops, flips and partners)."""
-        self.epoch = int(epoch)
+    def check_files(self, count: int | None = None) -> None:
+        """Raise one error naming every missing image or label file of the split (or of its first `count` samples):
+        a fast pass of stat calls before any work starts."""
+        missing = []
+        images = {p.stem for p in (self.layout.root / "images").glob("*")} if (self.layout.root / "images").is_dir() \
+            else set()
+        for sample_id in self.ids[:count]:
+            if sample_id not in images:
+                missing.append(f"images/{sample_id}.*")
+            missing += [str(self.layout.label_path(t, sample_id).relative_to(self.layout.root)) for t in self.tasks
+                        if not self.layout.label_path(t, sample_id).is_file()]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise Mtl3dError(f"{len(missing)} file(s) of split {self.split!r} missing in {self.layout.root}: {shown}")
 
     def scene(self, sample_id: str) -> str:
         return self._cameras[sample_id].scene if sample_id in self._cameras else sample_id
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         if not 0 <= index < len(self.ids):
             raise IndexError(f"index {index} out of range for {len(self.ids)} samples")
         sample_id = self.ids[index]
-        generator = sample_generator(self.seed, self.epoch, index)
+        generator = sample_generator(self.seed, epoch, index)
         raw = self.load(sample_id)
         size = list(raw["image"].shape[-2:])
         sample = self._transform(raw, generator)

@@ -1,15 +1,12 @@
-"""Multi-process training via `torchrun`: rank discovery, process group set-up and the deterministic sharded
-sampler that also lets a resumed run skip the batches it already consumed."""
+"""Multi-process training via `torchrun`: rank discovery and process group set-up (the sharded, resumable sampler
+is `mtl3dcli.data.loader.EpochSampler`)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
 
 
 @dataclass(frozen=True)
@@ -46,27 +43,3 @@ def barrier(context: DistContext) -> None:
 def shutdown(context: DistContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch: a permutation seeded by (seed, epoch), sharded rank::world, trimmed to whole batches
-    on every rank, with the first `skip_batches` batches left out (resume)."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, context: DistContext,
-                 skip_batches: int = 0):
-        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, epoch
-        self.context, self.skip_batches = context, skip_batches
-
-    @staticmethod
-    def batches_per_epoch(size: int, batch_size: int, world: int) -> int:
-        return (size // world) // batch_size
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator)[self.context.rank::self.context.world]
-        usable = self.batches_per_epoch(self.size, self.batch_size, self.context.world) * self.batch_size
-        yield from order[self.skip_batches * self.batch_size:usable].tolist()
-
-    def __len__(self) -> int:
-        per_rank = self.batches_per_epoch(self.size, self.batch_size, self.context.world)
-        return max(0, per_rank - self.skip_batches) * self.batch_size

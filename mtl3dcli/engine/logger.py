@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
 from mtl3dcli.tasks import get_task
@@ -24,20 +24,26 @@ def flatten_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, console: Console, total_steps: int, start_step: int, enabled: bool = True):
+    """Rank 0's reporting. The ETA counts the steps left at the mean step time so far plus the validations left at
+    the duration of the last one; metrics.jsonl records every logged step's time and every validation's duration
+    and protocol, so a run's time split can be read back."""
+
+    def __init__(self, run_dir: Path, console: Console, total_steps: int, start_step: int, enabled: bool = True, *,
+                 log_every: int = 20, validations: int = 0):
         self.run_dir, self.console, self.enabled = run_dir, console, enabled
-        self.total_steps = total_steps
+        self.total_steps, self.log_every = total_steps, log_every
+        self.validations_left = validations
+        self._start_step, self._step_seconds, self._val_seconds = start_step, 0.0, 0.0
         self._progress: Progress | None = None
         self._task = None
         self._tb = None
-        self._last_print = time.monotonic()
         if not enabled:
             return
         if console.is_terminal:
             self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
-                                      console=console, transient=False)
-            self._task = self._progress.add_task("", total=total_steps, completed=start_step)
+                                      TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"),
+                                      TextColumn("{task.description}"), console=console, transient=False)
+            self._task = self._progress.add_task("", total=total_steps, completed=start_step, eta="-")
             self._progress.start()
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -50,34 +56,49 @@ class RunLogger:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def step(self, step: int, lr: float, loss: float, terms: dict[str, float], seconds_per_step: float,
-             write: bool) -> None:
-        """Called after every optimizer step; `write` selects the steps that go to the log files."""
-        if not self.enabled:
-            return
-        summary = f"loss {loss:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in terms.items() if "/" not in k)
-        if self._progress is not None:
-            self._progress.update(self._task, completed=step, description=summary)
-        if write:
-            self._append({"step": step, "lr": lr, "loss": loss, **terms, "sec_per_step": seconds_per_step})
-            if self._tb is not None:
-                self._tb.add_scalar("train/loss", loss, step)
-                self._tb.add_scalar("train/lr", lr, step)
-                for key, value in terms.items():
-                    self._tb.add_scalar(f"train/{key}", value, step)
-            if self._progress is None:
-                eta = (self.total_steps - step) * seconds_per_step
-                self.console.print(f"step {step}/{self.total_steps}  {summary}  lr {lr:.2e}  "
-                                   f"{seconds_per_step:.2f}s/step  eta {eta / 60:.1f} min", highlight=False)
+    def eta_seconds(self, step: int) -> float:
+        done = step - self._start_step
+        per_step = self._step_seconds / done if done else 0.0
+        return (self.total_steps - step) * per_step + self.validations_left * self._val_seconds
 
-    def evaluation(self, step: int, results: dict[str, dict[str, float]]) -> None:
+    def step(self, step: int, lr: float, loss: float, terms: dict[str, float], seconds: float) -> None:
+        """After every optimizer step (`seconds` it took); every log_every-th and the last go to the log files."""
         if not self.enabled:
             return
+        self._step_seconds += seconds
+        summary = f"loss {loss:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in terms.items() if "/" not in k)
+        eta = self.eta_seconds(step)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, description=summary,
+                                  eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
+        if step % self.log_every and step != self.total_steps:
+            return
+        self._append({"step": step, "lr": lr, "loss": loss, **terms, "sec_per_step": seconds})
+        if self._tb is not None:
+            for key, value in {"loss": loss, "lr": lr, **terms}.items():
+                self._tb.add_scalar(f"train/{key}", value, step)
+        if self._progress is None:
+            self.console.print(f"step {step}/{self.total_steps}  {summary}  lr {lr:.2e}  {seconds:.2f}s/step  "
+                               f"eta {eta / 60:.1f} min", highlight=False)
+
+    def evaluation(self, step: int, results: dict[str, dict[str, float]], protocols: dict[str, str],
+                   seconds: float) -> None:
+        """A validation's scores, its protocol per task and how long it took."""
+        if not self.enabled:
+            return
+        self._val_seconds, self.validations_left = seconds, max(0, self.validations_left - 1)
         flat = flatten_metrics(results)
-        self._append({"step": step, "split": "val", **flat})
+        self._append({"step": step, "split": "val", **flat, "val_seconds": seconds, "protocols": protocols})
         if self._tb is not None:
             for key, value in flat.items():
                 self._tb.add_scalar(f"val/{key}", value, step)
+        self._write_csv(step, flat)
+        line = "  ".join(f"{name}/{get_task(name.split('/')[-1]).primary_metric} "
+                         f"{metrics[get_task(name.split('/')[-1]).primary_metric]:.4g}"
+                         for name, metrics in results.items())
+        self.print(f"[cyan]val @ {step}[/] ({seconds:.1f} s)  {line}")
+
+    def _write_csv(self, step: int, flat: dict[str, float]) -> None:
         path = self.run_dir / "results.csv"
         rows = list(csv.DictReader(open(path, encoding="utf-8"))) if path.is_file() else []
         rows.append({"step": str(step), **{k: f"{v:.6g}" for k, v in flat.items()}})
@@ -87,10 +108,6 @@ class RunLogger:
         writer.writeheader()
         writer.writerows(rows)
         fileio.write_text(path, buffer.getvalue())
-        line = "  ".join(f"{name}/{get_task(name.split('/')[-1]).primary_metric} "
-                         f"{metrics[get_task(name.split('/')[-1]).primary_metric]:.4g}"
-                         for name, metrics in results.items())
-        self.print(f"[cyan]val @ {step}[/]  {line}")
 
     def print(self, message: str) -> None:
         if self.enabled:
@@ -101,4 +118,3 @@ class RunLogger:
             self._progress.stop()
         if self._tb is not None:
             self._tb.close()
-

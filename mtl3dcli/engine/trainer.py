@@ -1,9 +1,17 @@
-"""The training loop: iteration-based, deterministic, resumable, AMP on CUDA, DDP under torchrun.
+"""The Trainer: iteration-based, deterministic, resumable training; AMP on CUDA, DDP under torchrun.
+
+    trainer = Trainer(config, run_dir)   # data, model + objective, optimizer, scheduler, scaler, EMA, step, best
+    trainer.resume()                     # optional: continue from weights/last.state.pt
+    trainer.fit()                        # until train.steps:
+        batch -> step()                  #   one optimizer step (non-finite loss or Ctrl-C: save, stop)
+        every eval_every -> validate()   #   bounded protocol while training, the full one at the last step
+        every save_every -> save("last") #   weights/last.safetensors + last.state.pt; best.safetensors on a new best
 
 Determinism and exact resume come from seeding instead of saved RNG streams: the epoch order is a permutation of
 (seed, epoch), every sample's augmentation draws from (seed, epoch, index) inside the dataset, and the global torch
 RNG (stratified ray samples) is reseeded from (seed, step, rank) before every step. A run resumed from step s
-therefore sees exactly the batches and random draws the uninterrupted run saw.
+therefore sees exactly the batches and random draws the uninterrupted run saw. One DataLoader with persistent
+workers serves the whole run (the epoch travels in the sampler's keys), so no worker restarts between epochs.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import copy
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +33,18 @@ from torch.utils.data import DataLoader
 
 from mtl3dcli.config import Config, TrainConfig
 from mtl3dcli.data.dataset import MultiTaskDataset
+from mtl3dcli.data.loader import EpochSampler, move_batch
 from mtl3dcli.data.transforms import eval_transform, train_transform
 from mtl3dcli.engine.checkpoint import load_state, save_state
-from mtl3dcli.weights import save_weights
-from mtl3dcli.engine.distributed import DistContext, EpochSampler, barrier, init_distributed, shutdown
-from mtl3dcli.engine.evaluate import evaluate, move_batch
+from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, shutdown
 from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.objective import Objective
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.fileio import write_text
+from mtl3dcli.inference import InferenceSession, resolve_device
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
-from mtl3dcli.tasks import get_task
+from mtl3dcli.tasks import Task, get_task
+from mtl3dcli.weights import save_weights
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -51,24 +61,16 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return 1.0
 
 
-def resolve_device(name: str, context: DistContext) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{context.local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise Mtl3dError(f"device {name!r} requested but CUDA is not available here (use --device cpu)")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{context.local_rank}")
-    return device
-
-
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalization parameters (1-D tensors), the usual practice."""
+    """No weight decay on biases and normalization parameters (1-D tensors), the usual practice. "adam" is Adam
+    with L2 weight decay (the MTI-Net / InvPT recipes), "adamw" decoupled decay."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -87,17 +89,23 @@ class EMA:
             ema_b.copy_(b)
 
 
-def best_metric_key(config: Config) -> tuple[str, str, bool]:
-    """(task, metric, higher_is_better) used to choose `best`; the metric must be the task's primary one."""
-    first = resolve_tasks(config)[0]
-    spec = config.train.best_metric or f"{first.name}/{first.primary_metric}"
+def best_metric_key(tasks: list[Task], config: TrainConfig) -> tuple[str, str, bool]:
+    """(task, metric, higher_is_better) that chooses `best`: train.best_metric or the first task's primary metric."""
+    spec = config.best_metric or f"{tasks[0].name}/{tasks[0].primary_metric}"
     if "/" not in spec:
         raise Mtl3dError(f"train.best_metric must look like task/metric, got {spec!r}")
     task_name, metric = spec.split("/", 1)
     task = get_task(task_name)
     if metric != task.primary_metric:
         raise Mtl3dError(f"train.best_metric {spec!r}: use the primary metric of {task.name} ({task.primary_metric})")
+    if task.name not in {t.name for t in tasks}:
+        raise Mtl3dError(f"train.best_metric names task {task.name!r}, which this run does not train")
     return task.name, metric, task.higher_is_better
+
+
+def validation_steps(start: int, config: TrainConfig) -> list[int]:
+    """The steps after `start` at which the Trainer validates: every eval_every, and the last step."""
+    return sorted({s for s in range(start + 1, config.steps + 1) if s % config.eval_every == 0} | {config.steps})
 
 
 class _StopRequest:
@@ -125,161 +133,244 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-def train(config: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """Train `config` into `run_dir` (weights/, metrics.jsonl, results.csv, config.yaml); returns a summary."""
-    console = console or Console(stderr=True)
-    cfg = config.train
-    context = init_distributed("cuda" if cfg.device.startswith("cuda") or
-                               (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-    try:
-        return _train(config, run_dir, resume, console, context)
-    finally:
-        shutdown(context)
+class Trainer:
+    """Owns a run's state (model, objective, optimizer, scheduler, scaler, EMA, step, best) and its phases."""
 
+    def __init__(self, config: Config, run_dir: Path, console: Console | None = None,
+                 context: DistContext | None = None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self.context = context or DistContext()
+        cfg = config.train
+        self.device = resolve_device(cfg.device, self.context.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.tasks = resolve_tasks(config)
+        self.best_key = best_metric_key(self.tasks, cfg)
+        self.train_set, self.val_set = self._datasets()
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(config, self.train_set.meta, tasks=self.tasks).to(self.device)
+        self.objective = Objective(self.model, config).to(self.device)
+        self.forward: nn.Module = self.objective
+        if self.context.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
+        self.step_count, self.best = 0, None
+        self.last_results: dict[str, dict[str, float]] = {}
+        self.logger: RunLogger | None = None
+        self._stop = _StopRequest()
 
-def _train(config: Config, run_dir: Path, resume: bool, console: Console, context: DistContext) -> dict[str, Any]:
-    cfg = config.train
-    device = resolve_device(cfg.device, context)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    amp = cfg.amp and device.type == "cuda"
-    tasks = resolve_tasks(config)
-    best_task, best_name, higher = best_metric_key(config)
-    if best_task not in {t.name for t in tasks}:
-        raise Mtl3dError(f"train.best_metric names task {best_task!r}, which this run does not train")
-    reg = config.regularizer
-    train_set = MultiTaskDataset(config.data.root, config.data.train_split, tasks,
-                                 train_transform(config.data.size, config.data.scale, config.data.flip,
-                                                 config.data.jitter),
-                                 pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=cfg.seed)
-    val_set = MultiTaskDataset(config.data.root, config.data.val_split, tasks,
-                               eval_transform(config.data.eval_size, config.data.eval_mode), seed=cfg.seed)
-    batch_size = config.data.batch_size
-    per_epoch = EpochSampler.batches_per_epoch(len(train_set), batch_size, context.world)
-    if per_epoch == 0:
-        raise Mtl3dError(f"{len(train_set)} training samples cannot fill one batch of {batch_size} per process "
-                         f"({context.world} process(es)); lower data.batch_size")
+    @property
+    def weights_dir(self) -> Path:
+        return self.run_dir / "weights"
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(config, train_set.meta).to(device)
-    objective = Objective(model, config).to(device)
-    wrapped: nn.Module = objective
-    if context.enabled:
-        wrapped = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda"
-                                                      else None)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    weights_dir = run_dir / "weights"
-    step, best = 0, None
-    if resume:
-        state = load_state(weights_dir / "last.state.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.model.load_state_dict(state["ema"])
-        step, best = int(state["step"]), state.get("best")
-        if step >= cfg.steps:
-            if context.main:
-                console.print(f"{run_dir} already finished {step} of {cfg.steps} steps (raise --steps to go on)")
-            return {"run_dir": str(run_dir), "step": step, "best": best, "metrics": {}}
-    elif (weights_dir / "last.state.pt").exists():
-        raise Mtl3dError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
-    if context.main:  # on resume too: the run may continue with more steps than first planned
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    barrier(context)
+    @property
+    def deployed(self) -> MTL3DModel:
+        """The weights that are evaluated and exported: the EMA when enabled."""
+        return self.ema.model if self.ema is not None else self.model
 
-    deploy = (lambda: ema.model) if ema is not None else (lambda: model)
+    def _datasets(self) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+        data, reg, seed = self.config.data, self.config.regularizer, self.config.train.seed
+        train_set = MultiTaskDataset(data.root, data.train_split, self.tasks,
+                                     train_transform(data.size, data.scale, data.flip, data.jitter),
+                                     pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=seed)
+        val_set = MultiTaskDataset(data.root, data.val_split, self.tasks, eval_transform(data.eval_size,
+                                                                                         data.eval_mode), seed=seed)
+        for dataset in (train_set, val_set):
+            dataset.check_files()
+        if EpochSampler.batches_per_epoch(len(train_set), data.batch_size, self.context.world) == 0:
+            raise Mtl3dError(f"{len(train_set)} training samples cannot fill one batch of {data.batch_size} per "
+                             f"process ({self.context.world} process(es)); lower data.batch_size")
+        return train_set, val_set
 
-    def save(name: str, metrics: dict[str, Any] | None = None) -> None:
-        if not context.main:
+    # --- phases ---------------------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load weights/last.state.pt: model, optimizer, scheduler, scaler, EMA, step and best."""
+        state = load_state(self.weights_dir / "last.state.pt")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.model.load_state_dict(state["ema"])
+        self.step_count, self.best = int(state["step"]), state.get("best")
+
+    def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step on a batch; a non-finite loss or a stop request on any rank saves and stops."""
+        cfg = self.config.train
+        torch.manual_seed((cfg.seed * 1_000_003 + self.step_count) * self.context.world + self.context.rank)
+        batch = move_batch(batch, self.device)
+        self.objective.train()
+        with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            total, terms = self.forward(batch)
+        self._check(total, terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step_count += 1
+        return total, terms
+
+    def _check(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        flags = torch.tensor([float(torch.isfinite(total)), float(self._stop.requested)], device=self.device)
+        if self.context.enabled:
+            dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
+            dist.all_reduce(flags[1:], op=dist.ReduceOp.MAX)
+        if flags[0] < 1:
+            self.save("last")
+            bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
+            raise Mtl3dError(f"non-finite loss at step {self.step_count} ({bad}); the last good state is saved in "
+                             f"{self.weights_dir} (lower train.lr or enable train.clip_grad)")
+        if flags[1] > 0:
+            self.save("last")
+            raise Mtl3dError(f"interrupted at step {self.step_count}; checkpoint saved, continue with "
+                             f"`mtl3d train --resume {self.run_dir}`")
+
+    def validate(self, final: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+        """Score the deployed weights on the validation split: ({task: {metric: value}}, {task: protocol}). While
+        training, slow metrics (boundaries) use the bounded protocol of `eval` (a fixed subset, fewer thresholds);
+        `final` uses the full protocol, as `mtl3d evaluate` does."""
+        evaluation = self.config.eval
+        session = InferenceSession.from_model(self.deployed, self.device, self.tasks, amp=self.amp)
+        subset = None if final else evaluation.validation_subset(len(self.val_set))
+        try:
+            results = session.evaluate(self._batches(self.val_loader), metric_options=evaluation.metric_options(final),
+                                       slow_subset=subset)
+        finally:
+            self.model.train()
+        return results, session.protocols(evaluation.metric_options(final), slow_subset=subset)
+
+    def save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
+        """weights/<name>.safetensors (deployed weights, self-describing); for "last" also the training state."""
+        if not self.context.main:
             return
         if name == "last":
-            save_state(weights_dir / "last.state.pt", {
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": ema.model.state_dict() if ema is not None else None, "best": best,
+            save_state(self.weights_dir / "last.state.pt", {
+                "step": self.step_count, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.model.state_dict() if self.ema is not None else None, "best": self.best,
             })
-        save_weights(weights_dir / f"{name}.safetensors", deploy().state_dict(), config, train_set.meta, step,
-                     metrics)
+        save_weights(self.weights_dir / f"{name}.safetensors", self.deployed.state_dict(), self.config,
+                     self.train_set.meta, self.step_count, metrics)
 
-    logger = RunLogger(run_dir, console, cfg.steps, step, enabled=context.main)
-    if context.main:
-        logger.print(f"[bold]{config.name}[/]: {len(train_set)} train / {len(val_set)} val samples, tasks "
-                     f"{', '.join(t.name for t in tasks)}, regularizer {'on' if reg.enabled else 'off'}"
-                     f"{' (+cross-view)' if reg.enabled and reg.cross_view else ''}, device {device}"
-                     f"{f' x{context.world}' if context.enabled else ''}, run dir {run_dir}")
-    last_results: dict[str, dict[str, float]] = {}
-    tick = time.perf_counter()
-    try:
-        with _StopRequest() as stop:
-            while step < cfg.steps:
-                epoch, skip = divmod(step, per_epoch)
-                train_set.set_epoch(epoch)
-                loader = DataLoader(train_set, batch_size=batch_size, drop_last=True, num_workers=config.data.workers,
-                                    sampler=EpochSampler(len(train_set), batch_size, cfg.seed, epoch, context, skip),
-                                    pin_memory=device.type == "cuda",
-                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
-                for batch in loader:
-                    torch.manual_seed((cfg.seed * 1_000_003 + step) * context.world + context.rank)
-                    batch = move_batch(batch, device)
-                    objective.train()
-                    with torch.autocast(device_type=device.type, enabled=amp):
-                        total, terms = wrapped(batch)
-                    flags = torch.tensor([float(torch.isfinite(total)), float(stop.requested)], device=device)
-                    if context.enabled:
-                        dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
-                        dist.all_reduce(flags[1:], op=dist.ReduceOp.MAX)
-                    if flags[0] < 1:
-                        save("last")
-                        bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
-                        raise Mtl3dError(f"non-finite loss at step {step} ({bad}); the last good state is saved in "
-                                         f"{weights_dir} (lower train.lr or enable train.clip_grad)")
-                    if flags[1] > 0:
-                        save("last")
-                        raise Mtl3dError(f"interrupted at step {step}; checkpoint saved, continue with "
-                                         f"`mtl3d train --resume {run_dir}`")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(total).backward()
-                    if cfg.clip_grad:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    if ema is not None:
-                        ema.update(model)
-                    step += 1
-                    now = time.perf_counter()
-                    write = step % cfg.log_every == 0 or step == cfg.steps
-                    logger.step(step, scheduler.get_last_lr()[0], total.item(), {k: v.item() for k, v in terms.items()},
-                                now - tick, write)
-                    if step % cfg.eval_every == 0 or step == cfg.steps:
-                        if context.main:
-                            last_results = _validate(deploy(), val_set, config, device, amp)
-                            logger.evaluation(step, last_results)
-                            value = last_results[best_task][best_name]
-                            if best is None or (value > best["value"] if higher else value < best["value"]):
-                                best = {"value": value, "step": step, "metric": f"{best_task}/{best_name}"}
-                                save("best", last_results)
-                        barrier(context)
-                    if step % cfg.save_every == 0 or step == cfg.steps:
-                        save("last", last_results)
-                    tick = time.perf_counter()  # evaluation and saving do not count as step time
-                    if step >= cfg.steps:
+    # --- the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train until train.steps; returns {"run_dir", "step", "best", "metrics"}."""
+        cfg = self.config.train
+        if self.step_count >= cfg.steps:
+            if self.context.main:
+                self.console.print(f"{self.run_dir} already finished {self.step_count} of {cfg.steps} steps "
+                                   f"(raise --steps to go on)")
+            return self._summary()
+        self._start_run()
+        train_loader = self._loader(self.train_set, EpochSampler(
+            len(self.train_set), self.config.data.batch_size, cfg.seed, rank=self.context.rank,
+            world=self.context.world, start=self.step_count))
+        tick = time.perf_counter()
+        try:
+            with self._stop:
+                for batch in self._batches(train_loader):
+                    total, terms = self.step(batch)
+                    self.logger.step(self.step_count, self.scheduler.get_last_lr()[0], total.item(),
+                                     {k: v.item() for k, v in terms.items()}, time.perf_counter() - tick)
+                    self._after_step()
+                    tick = time.perf_counter()  # validation and saving do not count as step time
+                    if self.step_count >= cfg.steps:
                         break
+        finally:
+            self.logger.close()
+        return self._summary()
+
+    def _start_run(self) -> None:
+        if not self.context.main:
+            self.logger = RunLogger(self.run_dir, self.console, self.config.train.steps, self.step_count, False)
+            barrier(self.context)
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)  # on resume too: the run may go on for more steps
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self.logger = RunLogger(self.run_dir, self.console, self.config.train.steps, self.step_count,
+                                log_every=self.config.train.log_every,
+                                validations=len(validation_steps(self.step_count, self.config.train)))
+        reg = self.config.regularizer
+        self.logger.print(
+            f"[bold]{self.config.name}[/]: {len(self.train_set)} train / {len(self.val_set)} val samples, tasks "
+            f"{', '.join(t.name for t in self.tasks)}, host {self.config.model.host}, regularizer "
+            f"{'on' if reg.enabled else 'off'}{' (+cross-view)' if reg.enabled and reg.cross_view else ''}, device "
+            f"{self.device}{f' x{self.context.world}' if self.context.enabled else ''}, run dir {self.run_dir}")
+        barrier(self.context)
+
+    def _after_step(self) -> None:
+        """Validate (rank 0) and save when the schedule says so."""
+        cfg, step = self.config.train, self.step_count
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            if self.context.main:
+                start = time.perf_counter()
+                self.last_results, protocols = self.validate(final=step == cfg.steps)
+                self.logger.evaluation(step, self.last_results, protocols, time.perf_counter() - start)
+                task, metric, higher = self.best_key
+                value = self.last_results[task][metric]
+                if self.best is None or (value > self.best["value"] if higher else value < self.best["value"]):
+                    self.best = {"value": value, "step": step, "metric": f"{task}/{metric}"}
+                    self.save("best", self.last_results)
+            barrier(self.context)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            self.save("last", self.last_results)
+
+    def _loader(self, dataset: MultiTaskDataset, sampler: EpochSampler | None = None) -> DataLoader:
+        workers = self.config.data.workers
+        return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, shuffle=False,
+                          drop_last=sampler is not None, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=self.device.type == "cuda")
+
+    @property
+    def val_loader(self) -> DataLoader:
+        if not hasattr(self, "_val_loader"):  # built on first use, then its workers live for the run
+            self._val_loader = self._loader(self.val_set)
+        return self._val_loader
+
+    def _batches(self, loader: DataLoader) -> Iterator[dict[str, Any]]:
+        """The loader's batches; a bad file found by a worker saves the last good state and stops the run."""
+        iterator = iter(loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except Mtl3dError as exc:
+                self.save("last")
+                raise Mtl3dError(f"{exc} (stopped at step {self.step_count} with the last good state saved; fix "
+                                 f"the file, then `mtl3d train --resume {self.run_dir}`)") from None
+            yield batch
+
+    def _summary(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "step": self.step_count, "best": self.best,
+                "metrics": self.last_results}
+
+
+def train(config: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
+    """Train `config` into `run_dir` (weights/, metrics.jsonl, results.csv, config.yaml); returns a summary.
+    `resume` continues the run from its last checkpoint; without it an existing run is never overwritten."""
+    device = config.train.device
+    context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+                               else "cpu")
+    try:
+        trainer = Trainer(config, Path(run_dir), console, context)
+        if resume:
+            trainer.resume()
+        elif (trainer.weights_dir / "last.state.pt").exists():
+            raise Mtl3dError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
+                             f"--out")
+        return trainer.fit()
     finally:
-        logger.close()
-    return {"run_dir": str(run_dir), "step": step, "best": best, "metrics": last_results}
-
-
-def _validate(model: MTL3DModel, dataset: MultiTaskDataset, config: Config, device: torch.device,
-              amp: bool) -> dict[str, dict[str, float]]:
-    loader = DataLoader(dataset, batch_size=config.data.batch_size, shuffle=False,
-                        num_workers=config.data.workers, pin_memory=device.type == "cuda")
-    return evaluate(model, loader, device, amp=amp,
-                    metric_options=config.eval.metric_options())
+        shutdown(context)

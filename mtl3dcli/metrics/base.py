@@ -15,6 +15,7 @@ class Meter(abc.ABC):
     primary: str  # key of the headline score in `compute()`
     higher_is_better: bool
     protocol: str  # one line naming the definition, for reports
+    slow: bool = False  # costly per image (boundary matching): validation during training may use a subset
 
     def __init__(self) -> None:
         self._stats = self._zeros()

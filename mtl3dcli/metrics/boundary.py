@@ -139,6 +139,7 @@ class EdgeMeter(Meter):
 
     primary = "odsF"
     higher_is_better = True
+    slow = True
 
     def __init__(self, max_dist: float, thresholds: int | Sequence[float] = HED_THRESHOLDS, nms: bool = False,
                  thin: bool = True, workers: int = 0):

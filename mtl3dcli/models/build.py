@@ -12,7 +12,7 @@ from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.weights import Weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.hosts import Host, HostOutput, HostSpec, build_host
-from mtl3dcli.models.regularizer import Regularizer, build_regularizer
+from mtl3dcli.models.regularizer import Regularizer, Renders, build_regularizer
 from mtl3dcli.tasks import Task, parse_tasks
 
 
@@ -40,11 +40,25 @@ class MTL3DModel(nn.Module):
     def forward(self, image: torch.Tensor) -> HostOutput:
         return self.net(image)
 
+    def render(self, features: torch.Tensor, K: torch.Tensor, image_size: tuple[int, int], *,
+               stratified: bool = False, size: tuple[int, int] | None = None,
+               transform: torch.Tensor | None = None) -> Renders:
+        """The regularizer's maps of an image's features (B, D, h, w) seen by its own camera (K (B, 3, 3) at
+        `image_size`), or by a camera moved by `transform` (B, 4, 4), at `size` (default the training render size).
+        The one call behind the rendered loss, `evaluate --rendered` and `render-views`."""
+        reg = self.regularizer
+        if reg is None:
+            raise Mtl3dError("this model has no regularizer to render with")
+        out = reg.render(reg.planes(features), reg.view_camera(K, image_size, transform), size=size,
+                         stratified=stratified)
+        return Renders({t.name: out[t.name] for t in reg.tasks}, out["depth"], out["opacity"], out["feature"])
+
 
 def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None = None,
-                load_backbone_weights: bool = True) -> MTL3DModel:
-    """`with_regularizer` None follows config.regularizer.enabled; False builds the inference graph only."""
-    tasks = resolve_tasks(config)
+                load_backbone_weights: bool = True, tasks: list[Task] | None = None) -> MTL3DModel:
+    """`with_regularizer` None follows config.regularizer.enabled; False builds the inference graph only. `tasks`:
+    the already resolved tasks of `config` (resolved here when None)."""
+    tasks = tasks if tasks is not None else resolve_tasks(config)
     channels = {t.name: t.channels(meta) for t in tasks}
     pretrained = config.model.pretrained if load_backbone_weights else None
     net = build_host(HostSpec(config.model, channels, tuple(config.data.size), pretrained))

@@ -86,6 +86,17 @@ class TriplaneField(nn.Module):
 
 
 @dataclass
+class Renders:
+    """Rendered maps, keyed apart from task names: tasks {task: (B, C_t, h, w)}, depth (B, 1, h, w) in metres,
+    opacity (B, 1, h, w), feature (B, F, h, w) (the composited shared feature, for visualization)."""
+
+    tasks: dict[str, torch.Tensor]
+    depth: torch.Tensor
+    opacity: torch.Tensor
+    feature: torch.Tensor
+
+
+@dataclass
 class RenderCamera:
     """Which rays to cast. Orthographic: `transform` (B, 4, 4) moves the rays inside the cube (None = the training
     view). Perspective: `K_src` (B, 3, 3) and `image_size` define the source frustum that the cube spans; `K` is
