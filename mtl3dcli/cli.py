@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from mtl3dcli import __version__
+from mtl3dcli.datasets.registry import DATASETS, REMAPS
 from mtl3dcli.errors import Mtl3dError
 
 app = typer.Typer(
@@ -26,7 +27,6 @@ console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
 _state = {"debug": False}
 
-DATASETS = ("synthetic", "nyuv2", "pascal-context")
 
 
 def _size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
@@ -76,27 +76,19 @@ def download(
 ) -> None:
     """Fetch a dataset into the common layout: [bold]synthetic[/] is generated locally (no network); [bold]nyuv2[/]
     and [bold]pascal-context[/] download the standard NYUD_MT / PASCAL_MT archives (resumable, checksummed)."""
+    from mtl3dcli.datasets.registry import get_dataset, prepare_dataset
+    from mtl3dcli.datasets.synthetic import SyntheticOptions
     from mtl3dcli.progress import progress_bar
 
-    name = dataset.lower()
-    if name not in DATASETS:
-        raise Mtl3dError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    target = out or Path("data") / name
-    if name == "synthetic":
-        from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic
-
-        height, width = _size(size, "--size")
-        options = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
-                                   width=width, seed=seed)
-        with progress_bar("generating", console) as advance:
-            root = generate_synthetic(target, options, overwrite=overwrite, progress=advance,
-                                      workers=workers or min(4, os.cpu_count() or 1))
-    else:
-        from mtl3dcli.datasets.download import download_dataset
-
-        root = download_dataset(name, target, url=url, overwrite=overwrite, keep_archive=keep_archive,
-                                progress=lambda label: progress_bar(label, console, bytes_mode=True),
-                                log=lambda message: console.print(message, highlight=False))
+    spec = get_dataset(dataset)
+    height, width = _size(size, "--size")
+    synthetic = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
+                                 width=width, seed=seed)
+    root = prepare_dataset(spec.name, out or Path("data") / spec.name, url=url, overwrite=overwrite,
+                           keep_archive=keep_archive, synthetic=synthetic,
+                           workers=workers or min(4, os.cpu_count() or 1),
+                           progress=lambda label: progress_bar(label, console, bytes_mode=spec.source is not None),
+                           log=lambda message: console.print(message, highlight=False))
     _print_dataset_summary(root)
 
 
@@ -121,20 +113,22 @@ def _print_dataset_summary(root: Path) -> None:
 @app.command()
 def preprocess(
     root: Annotated[Path, typer.Argument(help="Dataset folder in the common layout.")],
-    nyu13: Annotated[bool, typer.Option(help="Write a copy with NYUv2's 40 classes mapped to 13 (needs --out).")]
-    = False,
+    remap: Annotated[Optional[str], typer.Option(help="Write a copy with a class remap of the dataset registry: "
+                                                      f"{', '.join(REMAPS)}.")] = None,
     resize: Annotated[Optional[str], typer.Option(help="Write a resized copy HEIGHTxWIDTH (needs --out).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Destination of a converted copy.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
 ) -> None:
     """Derive missing labels in place (boundaries from segmentation, normals from depth and K) and optionally write
-    a converted copy (40->13 classes, resized). Idempotent: a second run has nothing to do."""
+    a converted copy (classes remapped, e.g. NYUv2 40->13; resized). Idempotent: a second run has nothing to do."""
     from mtl3dcli.datasets.preprocess import preprocess as run_preprocess
     from mtl3dcli.progress import progress_bar
 
+    if remap is not None and remap not in REMAPS:
+        raise Mtl3dError(f"unknown --remap {remap!r}; available: {', '.join(REMAPS)}")
     with progress_bar("preprocessing", console) as advance:
-        summary = run_preprocess(root, nyu13=nyu13, resize=_size(resize, "--resize"), out=out, overwrite=overwrite,
-                                 progress=advance)
+        summary = run_preprocess(root, remap=REMAPS.get(remap), resize=_size(resize, "--resize"), out=out,
+                                 overwrite=overwrite, progress=advance)
     for key, value in summary.items():
         out_console.print(f"{key}: {value}")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mtl3dcli.colors import default_palette
 from mtl3dcli.errors import Mtl3dError
 
 FORMAT_VERSION = 1
@@ -29,6 +28,9 @@ class DatasetMeta:
     extra: dict[str, Any] = field(default_factory=dict)  # provenance: source archive, generator options, ...
 
     def palette(self, task: str) -> list[list[int]]:
+        """The class colours of `task`: the dataset's own, else the VOC scheme for its class count."""
+        from mtl3dcli.colors import default_palette  # numpy: kept out of the CLI's start-up imports
+
         if task in self.palettes:
             return self.palettes[task]
         return default_palette(len(self.classes.get(task, [])) or 256)

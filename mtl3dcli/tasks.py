@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtl3dcli import fileio, losses
+from mtl3dcli import derive, fileio, losses
 from mtl3dcli.colors import colormap, default_palette
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.meta import IGNORE_INDEX, DatasetMeta
@@ -33,6 +34,17 @@ from mtl3dcli.meta import IGNORE_INDEX, DatasetMeta
 if TYPE_CHECKING:
     from mtl3dcli.metrics import Meter
 
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """How a task's label follows from other labels of the same sample, for datasets that lack it (`preprocess`).
+
+    compute({source task: canonical array}, K (3, 3) or None) -> this task's canonical array."""
+
+    sources: tuple[str, ...]
+    needs_intrinsics: bool
+    compute: Callable[[dict[str, np.ndarray], np.ndarray | None], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Task:
     fill: ClassVar[float] = 0.0  # value of padded label pixels (they are also masked out by the region mask)
     flip_signs: ClassVar[tuple[float, ...] | None] = None  # per-channel sign change under a horizontal mirror
     rendered_as_depth: ClassVar[bool] = False  # the regularizer renders it as expected ray depth, not with an MLP
+    derivation: ClassVar[Derivation | None] = None  # how to compute the label from others when a dataset lacks it
 
     # --- on disk ---------------------------------------------------------------------------------------------
     def path(self, root: str | os.PathLike, sample_id: str) -> str:
@@ -240,6 +253,8 @@ class NormalsTask(Task):
     """Surface normals in the camera frame, stored as (n + 1) / 2 * 255 RGB; (0, 0, 0) marks invalid pixels."""
 
     flip_signs: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 1.0)
+    derivation: ClassVar[Derivation] = Derivation(
+        ("depth",), True, lambda labels, K: derive.normals_from_depth(labels["depth"], K))
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         rgb = fileio.read_image(path, mode="RGB")
@@ -321,6 +336,9 @@ class BinaryTask(Task):
 
 @dataclass(frozen=True)
 class EdgeTask(BinaryTask):
+    derivation: ClassVar[Derivation] = Derivation(
+        ("semseg",), False, lambda labels, K: derive.boundaries_from_segmentation(labels["semseg"]))
+
     def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import HED_THRESHOLDS, EdgeMeter
 

@@ -45,7 +45,7 @@ def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
 # --- help and version (no torch import: fast) --------------------------------------------------------------------
 HELP_MENTIONS = {
     "download": ["--out", "--url", "--overwrite", "synthetic", "nyuv2", "pascal-context"],
-    "preprocess": ["--nyu13", "--resize", "--out"],
+    "preprocess": ["--remap", "--resize", "--out"],
     "train": ["--preset", "--set", "--resume", "--steps", "--tasks", "torchrun"],
     "evaluate": ["--weights", "--data", "--split", "--tasks", "--rendered", "--references", "--out"],
     "predict": ["--weights", "--tasks", "--out", "--format", "png", "npy"],

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtl3dcli.datasets import download
+from mtl3dcli.datasets import download, registry
 from mtl3dcli.datasets.convert import NYU40_CLASSES, PART_CLASSES, VOC_CLASSES, nyu_intrinsics
 from mtl3dcli.data.layout import DatasetLayout
 from mtl3dcli.errors import Mtl3dError
@@ -89,19 +89,24 @@ def fast_retries(monkeypatch):
 
 
 def serve_source(server, monkeypatch, name, archive: Path, **digest):
-    """Point SOURCES[name] at the loopback copy of `archive`, with the given digests (default: the true sha256)."""
+    """Point the registry's source of `name` at the loopback copy of `archive`, with the given digests (default: the
+    true sha256)."""
     data = archive.read_bytes()
     server.files[f"/{archive.name}"] = data
     digest = digest or {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    source = replace(download.SOURCES[name], urls=(f"{server.base}/{archive.name}",),
-                     **{"size": None, "sha256": None, "md5": None, **digest})
-    monkeypatch.setitem(download.SOURCES, name, source)
+    set_source(monkeypatch, name, urls=(f"{server.base}/{archive.name}",),
+               **{"size": None, "sha256": None, "md5": None, **digest})
     return data
+
+
+def set_source(monkeypatch, name, **changes):
+    spec = registry.DATASETS[name]
+    monkeypatch.setitem(registry.DATASETS, name, replace(spec, source=replace(spec.source, **changes)))
 
 
 def test_nyuv2_download_and_convert(tmp_path, server, monkeypatch):
     serve_source(server, monkeypatch, "nyuv2", build_nyud_archive(tmp_path / "NYUD_MT.tgz"))
-    out = download.download_dataset("nyuv2", tmp_path / "data" / "nyuv2")
+    out = registry.prepare_dataset("nyuv2", tmp_path / "data" / "nyuv2")
     layout = DatasetLayout(out)
     assert layout.meta.name == "nyuv2" and layout.meta.edge_max_dist == 0.011
     assert layout.meta.classes["semseg"] == NYU40_CLASSES and len(NYU40_CLASSES) == 40
@@ -126,7 +131,7 @@ def test_nyuv2_download_and_convert(tmp_path, server, monkeypatch):
 
 def test_pascal_download_and_convert(tmp_path, server, monkeypatch):
     serve_source(server, monkeypatch, "pascal-context", build_pascal_archive(tmp_path / "PASCAL_MT.tgz"))
-    out = download.download_dataset("pascal-context", tmp_path / "pascal", keep_archive=True)
+    out = registry.prepare_dataset("pascal-context", tmp_path / "pascal", keep_archive=True)
     layout = DatasetLayout(out)
     assert layout.meta.classes["semseg"] == VOC_CLASSES and layout.meta.classes["parts"] == PART_CLASSES
     assert layout.meta.edge_max_dist == 0.0075 and not layout.has_cameras
@@ -184,7 +189,7 @@ def test_bad_checksum_leaves_nothing(tmp_path, server, monkeypatch):
     out = tmp_path / "data" / "nyuv2"
     actual = hashlib.sha256(archive.read_bytes()).hexdigest()
     with pytest.raises(Mtl3dError, match=f"sha256 mismatch, expected {'0' * 64}, got {actual}"):
-        download.download_dataset("nyuv2", out)
+        registry.prepare_dataset("nyuv2", out)
     assert not out.exists()
     assert not list((tmp_path / "data").rglob("*.part")) and not list((tmp_path / "data").rglob("*.tgz"))
 
@@ -192,26 +197,24 @@ def test_bad_checksum_leaves_nothing(tmp_path, server, monkeypatch):
 def test_env_mirror_override(tmp_path, server, monkeypatch):
     data = serve_source(server, monkeypatch, "nyuv2", build_nyud_archive(tmp_path / "NYUD_MT.tgz"))
     server.files["/mirror/NYUD_MT.tgz"] = data
-    source = download.SOURCES["nyuv2"]
-    monkeypatch.setitem(download.SOURCES, "nyuv2", replace(source, urls=(f"{server.base}/missing.tgz",)))
+    set_source(monkeypatch, "nyuv2", urls=(f"{server.base}/missing.tgz",))
     monkeypatch.setenv("MTL3D_NYUV2_URL", f"{server.base}/mirror/NYUD_MT.tgz")
     log = []
-    download.download_dataset("nyuv2", tmp_path / "a", log=log.append)
+    registry.prepare_dataset("nyuv2", tmp_path / "a", log=log.append)
     assert server.requests[0]["path"] == "/mirror/NYUD_MT.tgz" and len(server.requests) == 1
     monkeypatch.delenv("MTL3D_NYUV2_URL")
     monkeypatch.setenv(download.MIRROR_ENV, f"{server.base}/mirror/")
-    download.download_dataset("nyuv2", tmp_path / "b")
+    registry.prepare_dataset("nyuv2", tmp_path / "b")
     assert server.requests[1]["path"] == "/mirror/NYUD_MT.tgz"
 
 
 def test_mirror_fallback_and_unpinned_url_logs_sha(tmp_path, server, monkeypatch):
     data = serve_source(server, monkeypatch, "nyuv2", build_nyud_archive(tmp_path / "NYUD_MT.tgz"))
-    source = download.SOURCES["nyuv2"]
-    monkeypatch.setitem(download.SOURCES, "nyuv2", replace(source, urls=(f"{server.base}/gone.tgz", *source.urls)))
+    set_source(monkeypatch, "nyuv2", urls=(f"{server.base}/gone.tgz", *registry.DATASETS["nyuv2"].source.urls))
     log = []
-    download.download_dataset("nyuv2", tmp_path / "a", log=log.append)
+    registry.prepare_dataset("nyuv2", tmp_path / "a", log=log.append)
     assert [r["path"] for r in server.requests] == ["/gone.tgz", "/NYUD_MT.tgz"]
-    download.download_dataset("nyuv2", tmp_path / "b", url=f"{server.base}/NYUD_MT.tgz", log=log.append)
+    registry.prepare_dataset("nyuv2", tmp_path / "b", url=f"{server.base}/NYUD_MT.tgz", log=log.append)
     assert any(hashlib.sha256(data).hexdigest() in line for line in log)
     assert DatasetLayout(tmp_path / "b").meta.extra["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -219,9 +222,9 @@ def test_mirror_fallback_and_unpinned_url_logs_sha(tmp_path, server, monkeypatch
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "nyuv2").mkdir()
     with pytest.raises(Mtl3dError, match="--overwrite"):
-        download.download_dataset("nyuv2", tmp_path / "nyuv2")
+        registry.prepare_dataset("nyuv2", tmp_path / "nyuv2")
     with pytest.raises(Mtl3dError, match="unknown dataset"):
-        download.download_dataset("imagenet", tmp_path / "x")
+        registry.prepare_dataset("imagenet", tmp_path / "x")
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
@@ -239,7 +242,7 @@ def test_safe_extract_refuses_malicious_members(tmp_path, kind):
 def test_malicious_archive_through_download_dataset(tmp_path, server, monkeypatch):
     serve_source(server, monkeypatch, "nyuv2", build_malicious_archive(tmp_path / "NYUD_MT.tgz", "dotdot"))
     with pytest.raises(Mtl3dError, match="refusing unsafe member '../evil'"):
-        download.download_dataset("nyuv2", tmp_path / "data" / "nyuv2")
+        registry.prepare_dataset("nyuv2", tmp_path / "data" / "nyuv2")
     assert not (tmp_path / "data" / "nyuv2").exists() and not (tmp_path / "data" / "evil").exists()
     assert not list((tmp_path / "data" / ".downloads").glob(".*extract*"))
 

@@ -11,7 +11,8 @@ import pytest
 from mtl3dcli import fileio
 from mtl3dcli.datasets.convert import convert_nyud
 from mtl3dcli.data.layout import DatasetLayout
-from mtl3dcli.datasets.preprocess import NYU13_CLASSES, map_nyu40_to_13, preprocess, scale_intrinsics
+from mtl3dcli.datasets.preprocess import preprocess, scale_intrinsics
+from mtl3dcli.datasets.registry import NYU13
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import TASKS
 
@@ -69,23 +70,23 @@ def test_nyu40_to_13_mapping_values():
     ids = np.array([[0, 1, 3, 4, 22], [24, 39, 255, 7, 8]], dtype=np.uint8)
     # wall->wall, floor->floor, bed->bed, chair->chair, books->books / tv->tv, otherprop->objects, ignore,
     # door->wall, window->window
-    assert map_nyu40_to_13(ids).tolist() == [[11, 4, 0, 3, 1], [10, 6, 255, 11, 12]]
-    assert NYU13_CLASSES[11] == "wall" and NYU13_CLASSES[6] == "objects" and len(NYU13_CLASSES) == 13
+    assert NYU13.apply(ids).tolist() == [[11, 4, 0, 3, 1], [10, 6, 255, 11, 12]]
+    assert NYU13.classes[11] == "wall" and NYU13.classes[6] == "objects" and len(NYU13.classes) == 13
 
 
 def test_nyu13_copy(nyu, tmp_path):
-    summary = preprocess(nyu, nyu13=True)
+    summary = preprocess(nyu, remap=NYU13)
     out = Path(summary["output"])
     assert out == tmp_path / "nyuv2-13"
     layout = DatasetLayout(out)
-    assert layout.meta.classes["semseg"] == NYU13_CLASSES and layout.meta.name == "nyuv2-13"
+    assert layout.meta.classes["semseg"] == list(NYU13.classes) and layout.meta.name == "nyuv2-13"
     seg = TASKS["semseg"].read(layout.label_path(TASKS["semseg"], "0003"))
     assert seg[5, 0] == 255 and seg[5, 10] == 3 and seg[5, 25] == 6  # ignore, chair (40: 4), otherprop -> objects
     assert layout.image_path("0001").read_bytes() == DatasetLayout(nyu).image_path("0001").read_bytes()
     assert (layout.root / "depth" / "0001.npy").read_bytes() == (nyu / "depth" / "0001.npy").read_bytes()
-    assert preprocess(nyu, nyu13=True)["nothing_to_do"]
-    with pytest.raises(Mtl3dError, match="40 NYUv2 classes"):
-        preprocess(out, nyu13=True, out=tmp_path / "twice")
+    assert preprocess(nyu, remap=NYU13)["nothing_to_do"]
+    with pytest.raises(Mtl3dError, match="needs 40 semseg classes"):
+        preprocess(out, remap=NYU13, out=tmp_path / "twice")
 
 
 def test_resize_scales_K_and_samples_nearest(nyu, tmp_path):

@@ -376,5 +376,3 @@ def convert_pascal(src_root: str | os.PathLike, out: str | os.PathLike, overwrit
                                              "masked to NYU-compatible context classes"})
         return writer.commit(meta)
 
-
-CONVERTERS: dict[str, Callable[..., Path]] = {"nyuv2": convert_nyud, "pascal-context": convert_pascal}

@@ -1,9 +1,9 @@
 """Fetch the standard multi-task archives: sources, resumable verified HTTP download, safe extraction.
 
-`download_dataset` is the one call behind `mtl3d download nyuv2|pascal-context`: resolve a URL (explicit, then the
-dataset's environment variable, then MTL3D_MIRROR, then the known URLs in order), stream it into a cache with resume,
-verify size and digest, extract with a member check plus PEP 706's "data" filter, and convert into the common
-layout atomically (nothing appears at `out` unless the whole dataset was written).
+`download_dataset` is the one call behind `mtl3d download nyuv2|pascal-context` (through the dataset registry): resolve
+a URL (explicit, then the dataset's environment variable, then MTL3D_MIRROR, then the known URLs in order), stream
+it into a cache with resume, verify size and digest, extract with a member check plus PEP 706's "data" filter, and
+convert into the common layout atomically (nothing appears at `out` unless the whole dataset was written).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ USER_AGENT = "mtl3d-downloader/1"
 
 
 Log = Callable[[str], None]
+# convert(upstream root, out, overwrite=..., progress=..., extra=provenance) -> the converted dataset's root
+Converter = Callable[..., Path]
 
 
 @dataclass(frozen=True)
@@ -49,34 +51,6 @@ class Source:
 
 
 MIRROR_ENV = "MTL3D_MIRROR"  # base URL serving <base>/<filename> for every source
-
-SOURCES: dict[str, Source] = {
-    "nyuv2": Source(
-        name="nyuv2",
-        filename="NYUD_MT.tgz",
-        # The Google Drive file that Multi-Task-Learning-PyTorch (HEAD), ATRC and InvPT download as NYUD_MT.tgz;
-        # the usercontent endpoint with confirm=t skips the virus-scan page for large files.
-        urls=("https://drive.usercontent.google.com/download?id=14EAEMXmd3zs2hIMY63UhHPSFPDAkiTzw"
-              "&export=download&confirm=t",),
-        env_var="MTL3D_NYUV2_URL",
-        archive_root="NYUD_MT",
-        marker="gt_sets",
-        size=4_215_751_725,
-        sha256="33338d895404a9144a2c6892a8b0d6d5c26b02021f945b12e36c431fb369fcb2",
-        provenance="Google Drive id 14EAEMXmd3zs2hIMY63UhHPSFPDAkiTzw (SimonVandenhende/Multi-Task-Learning-PyTorch "
-                   "data/nyud.py); size and sha256 as pinned by a third party (thanh1912-ut/Replite notebook)",
-    ),
-    "pascal-context": Source(
-        name="pascal-context",
-        filename="PASCAL_MT.tgz",
-        urls=("https://data.vision.ee.ethz.ch/kmaninis/share/MTL/PASCAL_MT.tgz",),
-        env_var="MTL3D_PASCAL_URL",
-        archive_root="PASCAL_MT",
-        marker="ImageSets",
-        provenance="URL from Multi-Task-Learning-PyTorch data/pascal_context.py and ATRC; no published digest",
-    ),
-}
-
 
 # --- download -------------------------------------------------------------------------------------------------
 def file_digests(path: str | os.PathLike) -> dict[str, str]:
@@ -297,20 +271,17 @@ def candidate_urls(source: Source, url: str | None = None) -> list[tuple[str, bo
     return found
 
 
-def download_dataset(name: str, out: str | os.PathLike, *, url: str | None = None, overwrite: bool = False,
-                     keep_archive: bool = False, cache_dir: str | os.PathLike | None = None,
+def download_dataset(source: Source, convert: Converter, out: str | os.PathLike, *, url: str | None = None,
+                     overwrite: bool = False, keep_archive: bool = False, cache_dir: str | os.PathLike | None = None,
                      progress: ProgressFactory | None = None, log: Log | None = None) -> Path:
-    """Download, verify, extract and convert one upstream dataset into the common layout at `out`.
+    """Download, verify and extract the archive `source`, then `convert` its dataset root into the common layout at
+    `out`.
 
     `log` receives one-line notices (which URL, the computed sha256 where none is published). The archive is kept
     in `cache_dir` (default `out.parent/.downloads`) only with `keep_archive`; a failed download keeps its `.part`
     there for a later resume.
     """
-    from mtl3dcli.datasets import convert
-
-    if name not in SOURCES:
-        raise Mtl3dError(f"unknown dataset {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
+    name = source.name
     out = Path(out)
     if out.exists() and not overwrite:
         raise Mtl3dError(f"{out} already exists (pass --overwrite to replace it)")
@@ -347,7 +318,7 @@ def download_dataset(name: str, out: str | os.PathLike, *, url: str | None = Non
         root = find_dataset_root(extracted, source.marker)
         provenance = {"source": source.name, "archive": source.filename, "url": chosen,
                       "sha256": (digests or {}).get("sha256") or source.sha256}
-        result = convert.CONVERTERS[name](root, out, overwrite=overwrite, progress=progress, extra=provenance)
+        result = convert(root, out, overwrite=overwrite, progress=progress, extra=provenance)
     finally:
         shutil.rmtree(extracted, ignore_errors=True)
     if not keep_archive:

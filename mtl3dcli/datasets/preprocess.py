@@ -1,4 +1,4 @@
-"""`mtl3d preprocess`: fill in derivable labels in place, and optionally write a 13-class or resized copy.
+"""`mtl3d preprocess`: fill in derivable labels in place, and optionally write a class-remapped or resized copy.
 
 Idempotent: a task folder that exists is never recomputed, and a copy at `out` made earlier with the same options
 is left alone, so a second run reports nothing to do.
@@ -15,28 +15,12 @@ import cv2
 import numpy as np
 
 from mtl3dcli import fileio
-from mtl3dcli import derive
-from mtl3dcli.progress import Advance
 from mtl3dcli.data.layout import DatasetLayout, LayoutWriter
-from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.datasets.registry import ClassRemap
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.meta import IGNORE_INDEX
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.progress import Advance
 from mtl3dcli.tasks import TASKS, Task
-
-NYU13_CLASSES = ["bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture", "sofa", "table",
-                 "tv", "wall", "window"]
-# NYU40 train id (0..39) -> NYU13 train id (0..12): the class13Mapping of the 13-class benchmark (Couprie et al.
-# 2013; ankurhanda/nyuv2-meta-data), 1-based labels shifted to 0-based ids.
-NYU40_TO_13 = np.array([11, 4, 5, 0, 3, 8, 9, 11, 12, 5, 7, 5, 12, 9, 5, 12, 5, 6, 6, 4, 6, 2, 1, 5, 10, 6, 6, 6, 6, 6,
-                        6, 5, 6, 6, 6, 6, 6, 6, 5, 6], dtype=np.uint8)
-
-
-def map_nyu40_to_13(seg: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) NYU40 train ids (255 = ignore) -> NYU13 train ids (255 kept)."""
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    lut[:40] = NYU40_TO_13
-    return lut[np.asarray(seg, dtype=np.uint8)]
-
 
 def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
     """K for an image resized from (H, W) to (H', W'): with pixel centres at u + 0.5, u' + 0.5 = (u + 0.5) W'/W."""
@@ -78,7 +62,8 @@ def _derive_in_place(layout: DatasetLayout, task: Task, make, ids: list[str], pr
 
 
 def derive_missing(layout: DatasetLayout, progress: Advance | None = None) -> tuple[dict[str, int], dict]:
-    """Boundaries from segmentation where edge/ is absent; normals from depth and K where normals/ is absent.
+    """Every task the dataset lacks whose registry entry has a `Derivation` with all its sources present
+    (boundaries from segmentation, normals from depth and the intrinsics in cameras.json).
 
     Returns ({task: samples written}, {task: reason it was not derived}).
     """
@@ -86,40 +71,41 @@ def derive_missing(layout: DatasetLayout, progress: Advance | None = None) -> tu
     ids = _all_ids(layout)
     done: dict[str, int] = {}
     skipped: dict[str, str] = {}
-    semseg, depth = TASKS["semseg"], TASKS["depth"]
-    if "edge" not in have and "semseg" in have:
-        done["edge"] = _derive_in_place(
-            layout, TASKS["edge"],
-            lambda i: derive.boundaries_from_segmentation(semseg.read(layout.label_path(semseg, i))), ids, progress)
-    if "normals" not in have and "depth" in have:
-        missing = [i for i in ids if i not in layout.cameras]
+    for task in TASKS.values():
+        rule = task.derivation
+        if task.name in have or rule is None or not set(rule.sources) <= have:
+            continue
+        missing = [i for i in ids if i not in layout.cameras] if rule.needs_intrinsics else []
         if missing:
-            skipped["normals"] = f"no intrinsics in cameras.json for {len(missing)} sample(s), e.g. {missing[0]!r}"
-        else:
-            done["normals"] = _derive_in_place(
-                layout, TASKS["normals"],
-                lambda i: derive.normals_from_depth(depth.read(layout.label_path(depth, i)), layout.cameras[i].K),
-                ids, progress)
+            skipped[task.name] = f"no intrinsics in cameras.json for {len(missing)} sample(s), e.g. {missing[0]!r}"
+            continue
+
+        def make(sample_id: str, rule=rule) -> np.ndarray:
+            labels = {name: TASKS[name].read(layout.label_path(TASKS[name], sample_id)) for name in rule.sources}
+            return rule.compute(labels, layout.cameras[sample_id].K if rule.needs_intrinsics else None)
+
+        done[task.name] = _derive_in_place(layout, task, make, ids, progress)
     return done, skipped
 
 
-def default_output(root: Path, nyu13: bool, resize: tuple[int, int] | None) -> Path:
-    suffix = "".join([("-13" if nyu13 else ""), (f"-{resize[0]}x{resize[1]}" if resize else "")])
+def default_output(root: Path, remap: ClassRemap | None, resize: tuple[int, int] | None) -> Path:
+    suffix = "".join([(remap.suffix if remap else ""), (f"-{resize[0]}x{resize[1]}" if resize else "")])
     return root.with_name(root.name + suffix)
 
 
-def write_copy(layout: DatasetLayout, out: Path, *, nyu13: bool, resize: tuple[int, int] | None, overwrite: bool,
+def write_copy(layout: DatasetLayout, out: Path, *, remap: ClassRemap | None, resize: tuple[int, int] | None,
+               overwrite: bool,
                options: dict[str, Any], progress: Advance | None = None) -> Path:
     """A new dataset at `out` (atomic via LayoutWriter) with NYU40 -> 13 classes and/or every sample resized."""
     meta = layout.meta
     classes = dict(meta.classes)
     palettes = dict(meta.palettes)
-    if nyu13:
-        if len(classes.get("semseg", [])) != 40:
-            raise Mtl3dError(f"--nyu13 needs the 40 NYUv2 classes, {layout.root} has "
-                             f"{len(classes.get('semseg', []))} semseg classes")
-        classes["semseg"] = list(NYU13_CLASSES)
-        palettes.pop("semseg", None)
+    if remap is not None:
+        have = len(classes.get(remap.task, []))
+        if have != len(remap.lut):
+            raise Mtl3dError(f"this class remap needs {len(remap.lut)} {remap.task} classes, {layout.root} has {have}")
+        classes[remap.task] = list(remap.classes)
+        palettes.pop(remap.task, None)
     tasks = layout.available_tasks()
     ids = _all_ids(layout)
     with LayoutWriter(out, overwrite=overwrite) as writer:
@@ -135,14 +121,15 @@ def write_copy(layout: DatasetLayout, out: Path, *, nyu13: bool, resize: tuple[i
                 source = layout.label_path(task, sample_id)
                 if not Path(source).is_file():
                     continue
-                if resize is None and not (nyu13 and task.name == "semseg"):
+                remapped = remap is not None and task.name == remap.task
+                if resize is None and not remapped:
                     target = Path(task.path(writer.tmp, sample_id))
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
                     continue
                 label = task.read(source)
-                if nyu13 and task.name == "semseg":
-                    label = map_nyu40_to_13(label)
+                if remapped:
+                    label = remap.apply(label)
                 if resize is not None:
                     label = resize_label(label, resize)  # nearest keeps class ids and unit vectors exact
                 writer.add_label(task, sample_id, label)
@@ -156,17 +143,17 @@ def write_copy(layout: DatasetLayout, out: Path, *, nyu13: bool, resize: tuple[i
                 progress(done, len(ids))
         for split in layout.splits():
             writer.add_split(split, layout.ids(split))
-        new_meta = DatasetMeta(name=meta.name + ("-13" if nyu13 else ""), tasks=[t.name for t in tasks],
+        new_meta = DatasetMeta(name=meta.name + (remap.suffix if remap else ""), tasks=[t.name for t in tasks],
                                classes=classes, palettes=palettes, depth_range=meta.depth_range,
                                edge_max_dist=meta.edge_max_dist,
                                extra={**meta.extra, "preprocess": options})
         return writer.commit(new_meta)
 
 
-def preprocess(root: str | os.PathLike, *, nyu13: bool = False, resize: tuple[int, int] | None = None,
+def preprocess(root: str | os.PathLike, *, remap: ClassRemap | None = None, resize: tuple[int, int] | None = None,
                out: str | os.PathLike | None = None, overwrite: bool = False,
                progress: Advance | None = None) -> dict[str, Any]:
-    """Derive missing labels in place, then (with `nyu13` or `resize`) write a converted copy to `out`.
+    """Derive missing labels in place, then (with a class `remap` or `resize`) write a converted copy to `out`.
 
     Returns a summary: {"root", "derived": {task: n}, "skipped": {task: reason}, "output": path or None,
     "nothing_to_do": bool}.
@@ -177,16 +164,16 @@ def preprocess(root: str | os.PathLike, *, nyu13: bool = False, resize: tuple[in
     derived, skipped = derive_missing(layout, progress)
     output = None
     wrote_copy = False
-    if nyu13 or resize is not None:
-        output = Path(out) if out is not None else default_output(layout.root, nyu13, resize)
+    if remap is not None or resize is not None:
+        output = Path(out) if out is not None else default_output(layout.root, remap, resize)
         if output.resolve() == layout.root.resolve():
             raise Mtl3dError(f"--out must differ from the dataset itself ({output})")
-        options = {"source": str(layout.root.resolve()), "nyu13": nyu13,
+        options = {"source": str(layout.root.resolve()), "remap": list(remap.classes) if remap else None,
                    "resize": list(resize) if resize is not None else None}
         existing = output / "meta.json"
         ours = existing.is_file() and fileio.read_json(existing).get("extra", {}).get("preprocess") == options
         if overwrite or not ours or derived:  # our own earlier copy is refreshed when its source gained labels
-            write_copy(layout, output, nyu13=nyu13, resize=resize, overwrite=overwrite or ours, options=options,
+            write_copy(layout, output, remap=remap, resize=resize, overwrite=overwrite or ours, options=options,
                        progress=progress)
             wrote_copy = True
     return {"root": str(layout.root), "derived": derived, "skipped": skipped,
