@@ -171,3 +171,50 @@ def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, t
     assert_one_line_error(code, out, err, culprit)
     assert says in err
     assert not any(tmp_path.iterdir()), "a failed command must not leave files behind"
+
+
+# --- bad dataset files: found up front, or by a DataLoader worker mid-run ---------------------------------------
+@pytest.fixture
+def damaged_dataset(tiny_dataset, tmp_path) -> Path:
+    """A copy of the fixture dataset to break."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_dataset, tmp_path / "damaged"))
+
+
+def test_missing_files_are_all_named_before_any_work(damaged_dataset, tiny_weights, tmp_path, monkeypatch, capsys):
+    val = (damaged_dataset / "gt_sets" / "val.txt").read_text().split()
+    (damaged_dataset / "segmentation" / f"{val[0]}.png").unlink()
+    (damaged_dataset / "depth" / f"{val[-1]}.npy").unlink()
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(["evaluate", "--weights", tiny_weights, "--data", damaged_dataset, "--workers", "2",
+                             "--out", tmp_path / "m.json"], capsys)
+    assert_one_line_error(code, out, err, f"segmentation/{val[0]}.png")
+    assert f"depth/{val[-1]}.npy" in err and "2 file(s)" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_corrupt_file_read_by_a_worker_is_one_line(damaged_dataset, tiny_weights, tmp_path, monkeypatch, capsys):
+    val = (damaged_dataset / "gt_sets" / "val.txt").read_text().split()
+    (damaged_dataset / "depth" / f"{val[0]}.npy").write_bytes(b"not an array")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke(["evaluate", "--weights", tiny_weights, "--data", damaged_dataset, "--workers", "2"],
+                            capsys)
+    assert_one_line_error(code, out, err, f"{val[0]}.npy")
+    assert "worker" not in err and "corrupt" in err
+
+
+def test_corrupt_file_mid_training_saves_the_last_good_state(damaged_dataset, tmp_path, monkeypatch, capsys):
+    from conftest import TINY_OVERRIDES
+
+    train_ids = (damaged_dataset / "gt_sets" / "train.txt").read_text().split()
+    for sample_id in train_ids:  # every training sample: the first batch hits one whichever the order
+        (damaged_dataset / "normals" / f"{sample_id}.png").write_bytes(b"\x89PNG garbage")
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--preset", "demo", "--data", damaged_dataset, "--out", tmp_path / "run", "--set",
+            "data.workers=2", *[a for o in TINY_OVERRIDES if not o.startswith("data.workers") for a in ("--set", o)]]
+    code, out, err = invoke(args, capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err + out, err
+    assert "normals/" in errors[0] and "last good state saved" in errors[0] and "--resume" in errors[0]
+    assert (tmp_path / "run" / "weights" / "last.state.pt").is_file()
