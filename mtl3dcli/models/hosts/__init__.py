@@ -63,7 +63,13 @@ def _baseline(spec: HostSpec) -> Host:
     return build_baseline(spec)
 
 
-HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline}
+def _mtinet(spec: HostSpec) -> Host:
+    from mtl3dcli.models.hosts.mtinet import build_mtinet
+
+    return build_mtinet(spec)
+
+
+HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline, "mti-net": _mtinet}
 
 
 def build_host(spec: HostSpec) -> Host:
