@@ -47,19 +47,14 @@ def collect_images(inputs: list[Path]) -> tuple[list[Path], list[Failure]]:
     return files, failures
 
 
-def write_prediction(out: Path, stem: str, task: Task, prediction: torch.Tensor, meta: DatasetMeta,
-                     formats: set[str]) -> list[Path]:
-    """<stem>_<task>.png (the task's visualization) and/or .npy (its canonical array) for one image."""
-    written = []
-    if "png" in formats:
-        path = out / f"{stem}_{task.name}.png"
-        fileio.write_image(path, task.visualize(prediction.cpu().numpy(), meta))
-        written.append(path)
-    if "npy" in formats:
-        path = out / f"{stem}_{task.name}.npy"
-        fileio.write_npy(path, task.to_numpy(prediction))
-        written.append(path)
-    return written
+def write_predictions(out: Path, stem: str, predictions: dict[Task, torch.Tensor], meta: DatasetMeta,
+                      formats: set[str]) -> None:
+    """<stem>_<task>.png (the task's visualization) and/or .npy (its canonical array) of one image's predictions."""
+    for task, prediction in predictions.items():
+        if "png" in formats:
+            fileio.write_image(out / f"{stem}_{task.name}.png", task.visualize(prediction.cpu().numpy(), meta))
+        if "npy" in formats:
+            fileio.write_npy(out / f"{stem}_{task.name}.npy", task.to_numpy(prediction))
 
 
 def parse_formats(spec: str) -> set[str]:
@@ -70,6 +65,19 @@ def parse_formats(spec: str) -> set[str]:
     return formats
 
 
+def read_by_size(paths: list[Path], failures: list[Failure]) -> list[list[tuple[Path, np.ndarray]]]:
+    """Read images (unreadable ones go to `failures`) and group them by size: one forward pass per group."""
+    groups: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = {}
+    for path in paths:
+        try:
+            image = fileio.read_image(path, mode="RGB")
+        except Mtl3dError as exc:
+            failures.append(Failure(path, str(exc)))
+            continue
+        groups.setdefault(image.shape, []).append((path, image))
+    return list(groups.values())
+
+
 def run_predict(inputs: list[Path], weights_path: Path, *, tasks: str | None = None, out: Path = Path("predictions"),
                 formats: str = "png,npy", batch_size: int = 4, device: str = "auto",
                 console: Console | None = None) -> list[Failure]:
@@ -77,26 +85,18 @@ def run_predict(inputs: list[Path], weights_path: Path, *, tasks: str | None = N
     console = console or Console(stderr=True)
     chosen_formats = parse_formats(formats)
     session = InferenceSession.from_weights(weights_path, device=device, tasks=tasks)
-    meta = session.model.meta
     files, failures = collect_images(inputs)
-    stems: dict[str, int] = {}
+    stems: dict[str, int] = {}  # a repeated file name gets -1, -2, ... so no output overwrites another
     done, errors = 0, len(failures)
-    with progress_bar("predicting", console) as advance:
+    with progress_bar("predicting", console, unit="images") as advance:
         for start in range(0, len(files), max(1, batch_size)):
-            groups: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = {}
-            for path in files[start:start + batch_size]:
-                try:
-                    image = fileio.read_image(path, mode="RGB")
-                    groups.setdefault(image.shape, []).append((path, image))
-                except Mtl3dError as exc:
-                    failures.append(Failure(path, str(exc)))
-            for group in groups.values():  # images of one size share a forward pass
+            for group in read_by_size(files[start:start + batch_size], failures):
                 predictions = session.predict([image for _, image in group])
                 for i, (path, _) in enumerate(group):
                     stem = path.stem if path.stem not in stems else f"{path.stem}-{stems[path.stem]}"
                     stems[path.stem] = stems.get(path.stem, 0) + 1
-                    for task in session.tasks:
-                        write_prediction(out, stem, task, predictions[task.name][i], meta, chosen_formats)
+                    write_predictions(out, stem, {t: predictions[t.name][i] for t in session.tasks},
+                                      session.model.meta, chosen_formats)
                     done += 1
             advance(done + len(failures) - errors, len(files))
     console.print(f"predicted {done} image(s) -> {out}" + (f"; {len(failures)} failed:" if failures else ""))
