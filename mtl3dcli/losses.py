@@ -39,11 +39,19 @@ def normals_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
     return _masked_mean(per_pixel, valid)
 
 
+def negative_fraction(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Share of valid pixels whose binary label (B, 1, H, W) is negative: the positive weight of a BCE balanced by
+    the batch itself (HED / MTL-PyTorch's BalancedCrossEntropyLoss, used for saliency)."""
+    negatives = ((target[:, 0] < 0.5) & valid).sum()
+    return negatives / valid.sum().clamp_min(1)
+
+
 def binary_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, pos_weight: float | None = None
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, pos_weight: float | torch.Tensor | None = None
 ) -> torch.Tensor:
     """Sigmoid BCE on (B, 1, H, W). With `pos_weight` w, positives weigh w and negatives 1-w: the balanced BCE
-    used for boundaries (w = 0.95 on PASCAL-Context and NYUD in InvPT)."""
+    used for boundaries (w = 0.95 on PASCAL-Context and NYUD in InvPT) and, with w = `negative_fraction`, for
+    saliency."""
     logits, target = logits.float()[:, 0], target.float()[:, 0]
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     if pos_weight is not None:

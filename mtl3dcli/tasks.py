@@ -303,7 +303,8 @@ class NormalsTask(Task):
 class BinaryTask(Task):
     """Per-pixel probability (boundaries, saliency), stored as uint8 0..255 grey PNGs."""
 
-    pos_weight: float | None = None  # balanced BCE weight of positives; None = plain BCE
+    pos_weight: float | None = None  # weight of positives in a balanced BCE (negatives 1 - w); None = plain BCE
+    balance: bool = False  # weight positives by the batch's own negative fraction (MTL-PyTorch's saliency loss)
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return fileio.read_image(path, mode="L").astype(np.float32) / 255.0
@@ -324,7 +325,8 @@ class BinaryTask(Task):
         return torch.sigmoid(output.float())
 
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return losses.binary_cross_entropy(output, label, valid, self.pos_weight)
+        weight = losses.negative_fraction(label, valid) if self.balance else self.pos_weight
+        return losses.binary_cross_entropy(output, label, valid, weight)
 
     def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
         grey = np.round(np.asarray(prediction, dtype=np.float32).reshape(prediction.shape[-2:]).clip(0, 1) * 255)
@@ -365,7 +367,7 @@ TASKS: dict[str, Task] = {
         EdgeTask("edge", "boundaries", ("edges", "boundary", "boundaries"), "edge", ".png", 50.0, "odsF", True,
                  pos_weight=0.95),
         ClassTask("parts", "human parts", ("human_parts", "part"), "parts", ".png", 2.0, "mIoU", True),
-        SaliencyTask("saliency", "saliency", ("sal",), "saliency", ".png", 5.0, "maxF", True),
+        SaliencyTask("saliency", "saliency", ("sal",), "saliency", ".png", 5.0, "maxF", True, balance=True),
     )
 }
 _ALIASES = {alias: name for name, task in TASKS.items() for alias in (name, *task.aliases)}

@@ -48,6 +48,15 @@ def test_balanced_binary_cross_entropy_weights_positives_and_negatives():
     assert balanced.item() == pytest.approx(0.5 * math.log(2.0))
 
 
+def test_self_balanced_weight_is_the_negative_fraction_of_valid_pixels():
+    target = torch.tensor([[[[1.0, 0.0, 0.0, 1.0]]]])
+    valid = torch.tensor([[[True, True, True, False]]])  # 1 positive, 2 negatives counted
+    assert losses.negative_fraction(target, valid).item() == pytest.approx(2 / 3)
+    logits = torch.zeros(1, 1, 1, 4)
+    value = losses.binary_cross_entropy(logits, target, valid, losses.negative_fraction(target, valid))
+    assert value.item() == pytest.approx((2 / 3 + 1 / 3 + 1 / 3) * math.log(2.0) / 3)
+
+
 @pytest.mark.parametrize("loss", [losses.l1, losses.normals_l1])
 def test_no_valid_pixel_gives_zero_with_a_zero_gradient(loss):
     pred = torch.randn(1, 3, 2, 2, requires_grad=True)
