@@ -63,7 +63,13 @@ def _baseline(spec: HostSpec) -> Host:
     return build_baseline(spec)
 
 
-HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline}
+def _invpt(spec: HostSpec) -> Host:
+    from mtl3dcli.models.hosts.invpt import build_invpt
+
+    return build_invpt(spec)
+
+
+HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline, "invpt": _invpt}
 
 
 def build_host(spec: HostSpec) -> Host:
