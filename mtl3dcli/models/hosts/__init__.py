@@ -69,7 +69,13 @@ def _mtinet(spec: HostSpec) -> Host:
     return build_mtinet(spec)
 
 
-HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline, "mti-net": _mtinet}
+def _invpt(spec: HostSpec) -> Host:
+    from mtl3dcli.models.hosts.invpt import build_invpt
+
+    return build_invpt(spec)
+
+
+HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline, "mti-net": _mtinet, "invpt": _invpt}
 
 
 def build_host(spec: HostSpec) -> Host:
