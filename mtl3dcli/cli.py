@@ -259,12 +259,23 @@ def render_views(
 
 @app.command("presets")
 def list_presets_command() -> None:
-    """List the bundled presets with their one-line description."""
-    from mtl3dcli.config import list_presets, presets_dir
+    """The bundled presets as a table: host, backbone, dataset, tasks, input size, regularizer and the preset's
+    one-line description (which names the paper's reference numbers where there are any)."""
+    from rich.table import Table
 
+    from mtl3dcli.config import list_presets, load_config, preset_description
+
+    table = Table(show_lines=False)
+    for column in ("preset", "host", "backbone", "data", "tasks", "input", "regularizer", "description"):
+        table.add_column(column, overflow="fold")
     for name in list_presets():
-        first = (presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
-        out_console.print(f"[bold]{name}[/]  {first.lstrip('# ').strip()}")
+        config = load_config(name)
+        reg = config.regularizer
+        regularizer = (f"{reg.camera}{' + cross-view' if reg.cross_view else ''}, {reg.render_size[0]}x"
+                       f"{reg.render_size[1]}" if reg.enabled else "off")
+        table.add_row(name, config.model.host, config.model.backbone, config.data.root, ",".join(config.data.tasks),
+                      f"{config.data.size[0]}x{config.data.size[1]}", regularizer, preset_description(name))
+    out_console.print(table)
 
 
 def main() -> None:

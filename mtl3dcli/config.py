@@ -98,6 +98,7 @@ class TrainConfig:
     warmup_steps: int = 0
     clip_grad: float | None = 10.0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    sync_bn: bool = False  # BatchNorm statistics over all GPUs under multi-GPU DDP (InvPT's SyncBatchNorm)
     ema: float | None = None  # EMA decay of the weights used for eval/best, e.g. 0.999
     loss_weights: dict[str, float] = field(default_factory=dict)  # per-task weights; default from the task registry
     eval_every: int = 500
@@ -162,6 +163,12 @@ def presets_dir() -> Path:
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def preset_description(name: str) -> str:
+    """The first comment line of a bundled preset: what it trains, and the paper's numbers it is compared with."""
+    first = (presets_dir() / f"{name}.yaml").read_text(encoding="utf-8").splitlines()[0]
+    return first.lstrip("# ").strip()
 
 
 def _preset_file(name: str) -> Path:

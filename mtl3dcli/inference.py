@@ -97,9 +97,19 @@ class InferenceSession:
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> HostOutput:
-        """The host network on a prepared batch (B, 3, H, W) in [0, 1], in autocast on CUDA when the run used AMP."""
+        """The host network on a batch (B, 3, H, W) in [0, 1], in autocast on CUDA when the run used AMP. Sides that
+        are not multiples of STRIDE (which multi-scale hosts need) are zero-padded at the bottom/right and the
+        outputs and features cropped back, so any evaluation size works."""
+        height, width = image.shape[-2:]
+        pad_h, pad_w = -height % STRIDE, -width % STRIDE
+        image = F.pad(image.to(self.device), (0, pad_w, 0, pad_h))
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            return self.model.net(image.to(self.device))
+            out = self.model.net(image)
+        if not pad_h and not pad_w:
+            return out
+        fh, fw = out.features.shape[-2:]
+        features = out.features[..., :math.ceil(fh * height / image.shape[-2]), :math.ceil(fw * width / image.shape[-1])]
+        return HostOutput({k: v[..., :height, :width] for k, v in out.outputs.items()}, features, out.aux)
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:

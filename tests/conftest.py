@@ -29,6 +29,20 @@ def tiny_config(root: Path, *extra: str, preset: str = "demo") -> Config:
 
 
 @pytest.fixture(scope="session")
+def pascal_dataset(tmp_path_factory) -> Path:
+    """The PASCAL_MT archive fixture (3 images of 24x32, 5 tasks) converted into the common layout."""
+    from archives import pascal_files
+
+    from mtl3dcli.datasets.convert import convert_pascal
+
+    source = tmp_path_factory.mktemp("pascal_src")
+    for name, data in pascal_files().items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    return convert_pascal(source / "PASCAL_MT", tmp_path_factory.mktemp("pascal") / "pascal-context")
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """3 scenes x 4 views of 32x48 (semseg, depth, normals, edge, cameras); val = the last view."""
     return write_layout(tmp_path_factory.mktemp("data") / "fixture", scenes=3, views=4, size=(32, 48))

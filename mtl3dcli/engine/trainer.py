@@ -151,6 +151,8 @@ class Trainer:
         self.train_set, self.val_set = self._datasets()
         torch.manual_seed(cfg.seed)
         self.model = build_model(config, self.train_set.meta, tasks=self.tasks).to(self.device)
+        if cfg.sync_bn and self.context.enabled and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.objective = Objective(self.model, config).to(self.device)
         self.forward: nn.Module = self.objective
         if self.context.enabled:

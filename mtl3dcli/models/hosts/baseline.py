@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import Backbone, build_backbone
 from mtl3dcli.models.hosts import Host, HostOutput, HostSpec
 from mtl3dcli.models.layers import ImageNormalize, conv_bn_relu, fuse_scales, upsample_maps
@@ -50,5 +51,7 @@ class BaselineHost(Host):
 
 def build_baseline(spec: HostSpec) -> BaselineHost:
     model = spec.model
+    if model.host_options:
+        raise Mtl3dError(f"the baseline host takes no model.host_options, got {', '.join(sorted(model.host_options))}")
     backbone = build_backbone(model.backbone, model.backbone_options, model.width, spec.pretrained)
     return BaselineHost(backbone, spec.channels, model.head, model.head_channels)
