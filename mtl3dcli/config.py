@@ -38,6 +38,7 @@ class DataConfig:
     root: str = "data/synthetic"
     tasks: list[str] = field(default_factory=lambda: ["semseg", "depth", "normals", "edge"])
     train_split: str = "train"
+    train_fraction: float = 1.0  # train on this fraction of the split's scenes (fixed subset, the same for every seed)
     val_split: str = "val"
     size: tuple[int, int] = (96, 128)  # training crop (H, W)
     eval_size: tuple[int, int] | None = None  # evaluation input size; None keeps the stored size

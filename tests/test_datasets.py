@@ -189,3 +189,15 @@ def test_find_partners_threshold_symmetry_and_scenes():
     # overlaps at 2 m: a-b 0.75, b-c 0.5, a-c 0.25 (< 0.3); d is alone in its scene
     assert partners == {"a": ["b"], "b": ["a", "c"], "c": ["b"], "d": []}
     assert find_partners(cameras, ["a", "c"], sizes, min_overlap=0.2, depth=2.0) == {"a": ["c"], "c": ["a"]}
+
+
+def test_train_fraction_keeps_whole_scenes_and_ignores_the_seed(root):
+    full = MultiTaskDataset(root, "train", ALL)
+    half = MultiTaskDataset(root, "train", ALL, fraction=0.5, seed=1)
+    assert half.ids == MultiTaskDataset(root, "train", ALL, fraction=0.5, seed=7).ids
+    scenes = {full.scene(i) for i in full.ids}
+    kept = {half.scene(i) for i in half.ids}
+    assert len(kept) == math.ceil(len(scenes) / 2) and kept < scenes
+    assert half.ids == [i for i in full.ids if full.scene(i) in kept]  # every view of a kept scene, in split order
+    with pytest.raises(Mtl3dError, match="train_fraction"):
+        MultiTaskDataset(root, "train", ALL, fraction=0.0)

@@ -48,19 +48,20 @@ class MultiTaskDataset(torch.utils.data.Dataset):
     """Samples of one split with the labels of the requested tasks, optionally with a partner view per sample."""
 
     def __init__(self, root: str | os.PathLike, split: str, tasks: list[Task], transform: Transform | None = None,
-                 *, pairs: bool = False, min_overlap: float = 0.3, seed: int = 0, default_fov_deg: float = 60.0):
+                 *, pairs: bool = False, min_overlap: float = 0.3, seed: int = 0, default_fov_deg: float = 60.0,
+                 fraction: float = 1.0):
         self.layout = DatasetLayout(root)
         self.meta = self.layout.meta
         self.tasks = list(tasks)
         self.layout.require_tasks(self.tasks)
-        self.ids = self.layout.ids(split)
+        self._cameras = self.layout.cameras
+        self.ids = self._subset(self.layout.ids(split), fraction)
         self.split = split
         self.transform = transform
         self.seed = seed
         self.default_fov_deg = default_fov_deg
         self.pairs = pairs
         self._task_map = {task.name: task for task in self.tasks}
-        self._cameras = self.layout.cameras
         self.partners: dict[str, list[str]] = {}
         if pairs:
             if not self._cameras:
@@ -74,6 +75,18 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def _subset(self, ids: list[str], fraction: float) -> list[str]:
+        """The first `fraction` of the split's scenes in a fixed shuffled order (whole scenes, so partner views stay
+        together; independent of the run seed, so every seed of a study sees the same subset)."""
+        if not 0.0 < fraction <= 1.0:
+            raise Mtl3dError(f"data.train_fraction must be in (0, 1], got {fraction}")
+        if fraction == 1.0:
+            return ids
+        scenes = list(dict.fromkeys(self.scene(i) for i in ids))
+        order = np.random.default_rng(0).permutation(len(scenes))
+        kept = {scenes[k] for k in order[:max(1, math.ceil(fraction * len(scenes)))]}
+        return [i for i in ids if self.scene(i) in kept]
 
     def check_files(self, count: int | None = None) -> None:
         """Raise one error naming every missing image or label file of the split (or of its first `count` samples):

@@ -180,7 +180,8 @@ class Trainer:
         data, reg, seed = self.config.data, self.config.regularizer, self.config.train.seed
         train_set = MultiTaskDataset(data.root, data.train_split, self.tasks,
                                      train_transform(data.size, data.scale, data.flip, data.jitter),
-                                     pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=seed)
+                                     pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=seed,
+                                     fraction=data.train_fraction)
         val_set = MultiTaskDataset(data.root, data.val_split, self.tasks, eval_transform(data.eval_size,
                                                                                          data.eval_mode), seed=seed)
         for dataset in (train_set, val_set):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.stats import relative_change
 
 
 def delta_m(results: Mapping[str, Mapping[str, float]], references: Mapping[str, Mapping[str, float]],
@@ -24,8 +25,7 @@ def delta_m(results: Mapping[str, Mapping[str, float]], references: Mapping[str,
         reference = float(references[name][key])
         if reference == 0:
             raise Mtl3dError(f"Delta_m: the single-task reference {key!r} of task {name} is 0")
-        sign = 1.0 if higher else -1.0
-        terms.append(sign * (float(results[name][key]) - reference) / reference * 100.0)
+        terms.append(relative_change(float(results[name][key]), reference, higher))
     if not terms:
         raise Mtl3dError("Delta_m needs at least one task")
     return sum(terms) / len(terms)

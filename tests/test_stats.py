@@ -1,0 +1,46 @@
+"""Interval arithmetic against hand-worked numbers; paired differences use matching seeds only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.stats import paired, relative_change, t_interval, t_quantile
+
+
+def test_t_quantiles_from_the_table():
+    assert t_quantile(0.95, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile(0.95, 4) == pytest.approx(2.7764, abs=1e-4)
+    assert t_quantile(0.95, 10_000) == pytest.approx(1.9600, abs=1e-3)
+
+
+def test_t_interval_by_hand():
+    # mean 2, sd = sqrt(((1-2)^2 + 0 + (3-2)^2) / 2) = 1, half width = 4.3027 * 1 / sqrt(3) = 2.4842
+    interval = t_interval([1.0, 2.0, 3.0])
+    assert (interval.mean, interval.sd, interval.n) == (2.0, 1.0, 3)
+    assert interval.low == pytest.approx(2 - 2.48414, abs=1e-4) and interval.high == pytest.approx(4.48414, abs=1e-4)
+    assert not interval.excludes_zero()
+    single = t_interval([5.0])
+    assert single.mean == 5.0 and math.isnan(single.sd) and math.isnan(single.low) and not single.excludes_zero()
+    with pytest.raises(Mtl3dError):
+        t_interval([])
+
+
+def test_paired_differences_match_seeds():
+    control = {0: 50.0, 1: 52.0, 2: 48.0}
+    treatment = {0: 51.0, 1: 53.5, 2: 48.5, 7: 99.0}  # seed 7 has no control run: ignored
+    interval = paired(treatment, control)
+    # differences 1.0, 1.5, 0.5 -> mean 1.0, sd 0.5, half width 4.3027 * 0.5 / sqrt(3) = 1.2421
+    assert interval.n == 3 and interval.mean == pytest.approx(1.0) and interval.sd == pytest.approx(0.5)
+    assert interval.low == pytest.approx(1.0 - 1.24208, abs=1e-4)
+    # unpaired, the same numbers would give a far wider interval: the seeds' spread (sd 2) dominates
+    assert t_interval(list(treatment.values())[:3]).half_width > 3 * interval.half_width
+    with pytest.raises(Mtl3dError, match="same seed"):
+        paired({3: 1.0}, control)
+
+
+def test_relative_change_sign_follows_the_metric_direction():
+    assert relative_change(44.0, 40.0, True) == pytest.approx(10.0)
+    assert relative_change(0.45, 0.50, False) == pytest.approx(10.0)
