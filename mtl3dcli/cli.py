@@ -257,6 +257,43 @@ def render_views(
     out_console.print(f"wrote {len(written['gifs'])} GIFs, {written['frames']} frames and {written['sheet']}")
 
 
+@app.command()
+def study(
+    spec_file: Annotated[Optional[Path], typer.Argument(help="A study YAML (preset, seeds, variants, ...) instead of "
+                                                             "the options.")] = None,
+    preset: Annotated[str, typer.Option(help="Preset every run starts from.")] = "demo",
+    seeds: Annotated[int, typer.Option(help="Seeds per variant (0..N-1).")] = 3,
+    variants: Annotated[str, typer.Option(help="Comma list: noreg, reg, reg-alpha=X, crossview, 2d-control, "
+                                               "low-data=F, NAME:KEY=VALUE; combine with +.")]
+    = "noreg,reg",
+    data: Annotated[Optional[Path], typer.Option(help="Dataset root (default from the preset).")] = None,
+    eval_data: Annotated[Optional[list[Path]], typer.Option("--eval-data", help="A further dataset every run is "
+                                                            "scored on, e.g. other camera intrinsics (repeatable).")]
+    = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Config override for every run: "
+                                                           "section.key=value (repeatable).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per run (default from the preset).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Study folder (default studies/<preset>).")] = None,
+) -> None:
+    """Train and evaluate a grid of variants x seeds and summarize it: per variant the mean and 95% interval of every
+    primary metric, and the paired difference to the control (same seeds) with its interval. Rerunning finishes an
+    interrupted study and redoes no finished run."""
+    from mtl3dcli.commands.study import StudySpec, load_spec, run_study
+
+    if spec_file is not None:
+        spec = load_spec(spec_file)
+    else:
+        if seeds < 1:
+            raise Mtl3dError(f"--seeds must be at least 1, got {seeds}")
+        spec = StudySpec(preset=preset, seeds=seeds, variants=[v for v in variants.split(",") if v.strip()],
+                         data=str(data) if data else None, eval_data=[str(p) for p in eval_data or []],
+                         overrides=list(overrides or []), steps=steps)
+    target = out or Path("studies") / Path(spec.preset).stem
+    summary = run_study(spec, target, console)
+    out_console.print((target / "summary.md").read_text(encoding="utf-8"))
+    out_console.print(f"study: {len(summary['variants'])} variants x {spec.seeds} seeds in {target}")
+
+
 @app.command("presets")
 def list_presets_command() -> None:
     """The bundled presets as a table: host, backbone, dataset, tasks, input size, regularizer and the preset's

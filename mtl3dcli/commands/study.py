@@ -1,0 +1,351 @@
+"""`mtl3d study`: a grid of variants x seeds, each trained and evaluated as an ordinary run, summarized with intervals.
+
+    mtl3d study --preset demo --seeds 3 --variants noreg,reg,2d-control,crossview,low-data=0.25
+
+    <out>/study.yaml              the resolved grid (a rerun with other settings is refused)
+    <out>/runs/<variant>/seed<k>  ordinary run folders (weights/, metrics.jsonl, results.csv, eval.<data>.json)
+    <out>/results.csv             one row per run: variant, seed, every scalar metric, Delta_m vs its control
+    <out>/summary.json, .md       per variant and metric: mean, sd and 95% t-interval over seeds; paired differences
+                                  to the control (same seeds) in every primary metric and in Delta_m
+    <out>/plots/metrics.png       means with their intervals per variant; plots/curves.png: every run's validation
+
+Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"):
+    noreg           the regularizer off: the control
+    reg             the preset's regularizer
+    reg-alpha=X     the regularizer with alpha_t = X for every task
+    crossview       perspective rays plus cross-view supervision between views of a scene (needs cameras)
+    2d-control      a training-only 2D branch of the regularizer's size on the same projected features: no rays,
+                    no 3D; if `reg` beats it, the gain comes from the 3D structure, not from an extra branch
+    low-data=F      train on a fraction F of the training scenes (the same scenes for every seed)
+    NAME:KEY=VALUE[;KEY=VALUE]   any config override, e.g. "samples64:regularizer.samples=64"
+Each variant is compared with its control: `noreg` plus the variant's data modifiers (added to the grid if absent).
+
+Finished runs are kept, an interrupted run resumes from its checkpoint, so rerunning the command finishes the grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mtl3dcli import fileio
+from mtl3dcli.config import Config, load_config
+from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.stats import Interval, paired, relative_change, t_interval
+from mtl3dcli.tasks import get_task
+
+CONTROL = "noreg"
+DATA_MODIFIERS = ("low-data",)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named list of config overrides; `data` holds the modifiers that also apply to its control."""
+
+    name: str
+    overrides: tuple[str, ...]
+    data: tuple[str, ...] = ()
+
+    @property
+    def control(self) -> str:
+        return "+".join([CONTROL, *self.data])
+
+
+def _modifier(text: str) -> tuple[list[str], bool]:
+    """One modifier -> (overrides, is a data modifier)."""
+    key, _, value = text.partition("=")
+    if ":" in text:
+        return [item for item in text.split(":", 1)[1].split(";") if item], False
+    simple = {"noreg": ["regularizer.enabled=false"], "reg": ["regularizer.enabled=true"],
+              "crossview": ["regularizer.enabled=true", "regularizer.camera=perspective", "regularizer.cross_view=true"],
+              "2d-control": ["regularizer.enabled=true", "regularizer.kind=2d-control"]}
+    if text in simple:
+        return simple[text], False
+    if key == "reg-alpha" and value:
+        return ["regularizer.enabled=true", f"regularizer.default_alpha={value}", "regularizer.alpha={}"], False
+    if key == "low-data" and value:
+        return [f"data.train_fraction={value}"], True
+    raise Mtl3dError(f"unknown study variant {text!r}: use noreg, reg, reg-alpha=X, crossview, 2d-control, "
+                     f"low-data=F or NAME:KEY=VALUE (combine with +)")
+
+
+def parse_variant(text: str) -> Variant:
+    """'noreg+low-data=0.25' -> Variant('noreg+low-data=0.25', overrides, data=('low-data=0.25',))."""
+    text = text.strip()
+    overrides, data = [], []
+    for part in text.split("+"):
+        found, is_data = _modifier(part.strip())
+        overrides += found
+        if is_data:
+            data.append(part.strip())
+    name = text.split(":", 1)[0] if ":" in text and "+" not in text else text
+    return Variant(name, tuple(overrides), tuple(data))
+
+
+def study_grid(names: list[str]) -> list[Variant]:
+    """The variants asked for plus every control they need, controls first, no duplicates."""
+    variants = {v.name: v for v in map(parse_variant, names)}
+    if not variants:
+        raise Mtl3dError("a study needs at least one variant")
+    controls = {v.control: parse_variant(v.control) for v in variants.values()}
+    return list({**controls, **variants}.values())
+
+
+@dataclass
+class StudySpec:
+    """What `mtl3d study` runs; saved as study.yaml so a rerun continues the same grid."""
+
+    preset: str
+    seeds: int
+    variants: list[str]
+    data: str | None = None  # dataset root (default: the preset's)
+    eval_data: list[str] = field(default_factory=list)  # further datasets every run is scored on (camera shift)
+    overrides: list[str] = field(default_factory=list)  # `--set` for every run
+    steps: int | None = None
+
+    def config(self, variant: Variant, seed: int) -> Config:
+        values = {"train.seed": seed, "data.root": self.data, "train.steps": self.steps}
+        return load_config(self.preset, [*self.overrides, *variant.overrides],
+                           {k: v for k, v in values.items() if v is not None})
+
+
+def load_spec(path: Path) -> StudySpec:
+    """A study YAML file: preset, seeds, variants (list), and optionally data, eval_data, overrides, steps."""
+    if not path.is_file():
+        raise Mtl3dError(f"study file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise Mtl3dError(f"cannot read study file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise Mtl3dError(f"study file {path} must be a YAML mapping with preset, seeds and variants")
+    try:
+        return StudySpec(**data)
+    except TypeError as exc:
+        raise Mtl3dError(f"study file {path}: {exc}") from None
+
+
+# --- running --------------------------------------------------------------------------------------------------------
+def run_dir(out: Path, variant: Variant, seed: int) -> Path:
+    return out / "runs" / variant.name.replace(":", "_").replace("=", "") / f"seed{seed}"
+
+
+def evaluation_path(run: Path, data: str) -> Path:
+    return run / f"eval.{Path(data).name}.json"
+
+
+def _datasets(spec: StudySpec, config: Config) -> list[str]:
+    return [config.data.root, *spec.eval_data]
+
+
+def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> bool:
+    config = spec.config(variant, seed)
+    reports = [evaluation_path(run, data) for data in _datasets(spec, config)]
+    return all(p.is_file() and fileio.read_json(p).get("step") == config.train.steps for p in reports)
+
+
+def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) -> None:
+    """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study."""
+    from mtl3dcli.commands.evaluate import run_evaluation
+    from mtl3dcli.engine.trainer import train
+
+    config = spec.config(variant, seed)
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.log", "a", encoding="utf-8") as log:
+        train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
+    for data in _datasets(spec, config):
+        run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=evaluation_path(run, data),
+                       console=Console(file=io.StringIO()))
+
+
+def run_study(spec: StudySpec, out: Path, console: Console) -> dict[str, Any]:
+    """Run every missing (variant, seed) of the grid, then write results.csv, the summaries and the plots."""
+    grid = study_grid(spec.variants)
+    _claim(out, spec)
+    jobs = [(v, s) for s in range(spec.seeds) for v in grid]  # seed-major: early seeds give every variant a row
+    todo = [(v, s) for v, s in jobs if not run_finished(spec, v, s, run_dir(out, v, s))]
+    columns = (TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta {task.fields[eta]}"), TextColumn("{task.description}"))
+    durations: list[float] = []
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("", total=len(jobs), completed=len(jobs) - len(todo), eta="-")
+        for index, (variant, seed) in enumerate(todo):
+            progress.update(task, description=f"{variant.name} seed {seed}")
+            if not console.is_terminal:
+                console.print(f"study: run {len(jobs) - len(todo) + index + 1}/{len(jobs)}: {variant.name} seed {seed}")
+            start = time.perf_counter()
+            train_and_evaluate(spec, variant, seed, run_dir(out, variant, seed))
+            durations.append(time.perf_counter() - start)
+            eta = sum(durations) / len(durations) * (len(todo) - index - 1)
+            progress.update(task, advance=1, eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
+    return write_summary(spec, grid, out)
+
+
+def _claim(out: Path, spec: StudySpec) -> None:
+    """Write study.yaml, or check that an existing study folder holds the same grid."""
+    path = out / "study.yaml"
+    if path.is_file():
+        existing = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if existing != asdict(spec):
+            raise Mtl3dError(f"{out} holds another study ({path}); choose another --out or rerun it unchanged")
+        return
+    fileio.write_text(path, yaml.safe_dump(asdict(spec), sort_keys=False))
+
+
+# --- summarizing ----------------------------------------------------------------------------------------------------
+def run_metrics(spec: StudySpec, variant: Variant, seed: int, run: Path) -> dict[str, float]:
+    """Every scalar metric of a finished run: "<task>/<metric>" on the study's data, "<dataset>:<task>/<metric>"
+    on each eval_data set."""
+    config = spec.config(variant, seed)
+    metrics: dict[str, float] = {}
+    for index, data in enumerate(_datasets(spec, config)):
+        prefix = "" if index == 0 else f"{Path(data).name}:"
+        results = fileio.read_json(evaluation_path(run, data))["results"]
+        metrics.update({f"{prefix}{task}/{name}": float(value) for task, scores in results.items()
+                        for name, value in scores.items() if "/" not in name})
+    return metrics
+
+
+def primary_keys(metrics: dict[str, float]) -> list[str]:
+    """The primary metric of every task present, for every dataset prefix, in first-seen order."""
+    keys = []
+    for key in metrics:
+        prefix, _, rest = key.rpartition(":")
+        task, _, name = rest.partition("/")
+        if name == get_task(task).primary_metric:
+            keys.append(key)
+    return keys
+
+
+def _direction(key: str) -> bool:
+    return get_task(key.rpartition(":")[2].split("/")[0]).higher_is_better
+
+
+def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str]) -> float:
+    """Mean relative improvement (percent) of a run's primary metrics over its control run's (study's own data)."""
+    own = [k for k in keys if ":" not in k]
+    return sum(relative_change(run[k], control[k], _direction(k)) for k in own) / len(own)
+
+
+def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, Any]:
+    rows = {(v.name, s): run_metrics(spec, v, s, run_dir(out, v, s)) for v in grid for s in range(spec.seeds)}
+    keys = primary_keys(next(iter(rows.values())))
+    for (name, seed), metrics in rows.items():
+        control = rows[(parse_variant(name).control, seed)]
+        metrics["delta_m"] = delta_m_vs(metrics, control, keys)
+    summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
+                               "paired": "differences to the control at the same seed", "variants": {}}
+    for variant in grid:
+        values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, "delta_m"]}
+        control = variant.control
+        entry: dict[str, Any] = {"control": control, "metrics": {k: t_interval(v).to_json() for k, v in values.items()}}
+        if variant.name != control:
+            entry["paired"] = {k: paired(dict(enumerate(values[k])),
+                                         {s: rows[(control, s)][k] for s in range(spec.seeds)}).to_json()
+                               for k in keys}
+            entry["paired"]["delta_m"] = t_interval(values["delta_m"]).to_json()
+        summary["variants"][variant.name] = entry
+    _write_results_csv(out, rows)
+    fileio.write_json(out / "summary.json", summary)
+    fileio.write_text(out / "summary.md", summary_markdown(summary, keys))
+    plot_study(out, summary, keys, grid, spec)
+    return summary
+
+
+def _write_results_csv(out: Path, rows: dict[tuple[str, int], dict[str, float]]) -> None:
+    fields = ["variant", "seed", *dict.fromkeys(k for metrics in rows.values() for k in metrics)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for (name, seed), metrics in rows.items():
+        writer.writerow({"variant": name, "seed": seed, **{k: f"{v:.6g}" for k, v in metrics.items()}})
+    fileio.write_text(out / "results.csv", buffer.getvalue())
+
+
+def _cell(interval: dict[str, float], digits: int = 3) -> str:
+    if interval["n"] < 2:
+        return f"{interval['mean']:.{digits}g}"
+    return f"{interval['mean']:.{digits}g} [{interval['low']:.{digits}g}, {interval['high']:.{digits}g}]"
+
+
+def summary_markdown(summary: dict[str, Any], keys: list[str]) -> str:
+    """Two tables: per variant the mean [95% interval] of every primary metric and Delta_m; per variant the paired
+    difference to its control, with a mark where the interval excludes 0."""
+    arrows = {k: "↑" if _direction(k) else "↓" for k in keys}
+    head = ["variant", *[f"{k} {arrows[k]}" for k in keys], "Delta_m vs control (%)"]
+    lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}].", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in summary["variants"].items():
+        metrics = entry["metrics"]
+        lines.append("| " + " | ".join([name, *[_cell(metrics[k], 4) for k in keys], _cell(metrics["delta_m"])])
+                     + " |")
+    lines += ["", f"Paired differences to the control ({summary['paired']}); * = the interval excludes 0.", "",
+              "| variant | control | " + " | ".join([*keys, "Delta_m (%)"]) + " |",
+              "|" + "---|" * (len(keys) + 3)]
+    for name, entry in summary["variants"].items():
+        if "paired" not in entry:
+            continue
+        cells = []
+        for key in [*keys, "delta_m"]:
+            interval = Interval(**entry["paired"][key])
+            cells.append(_cell(entry["paired"][key]) + (" *" if interval.excludes_zero() else ""))
+        lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(out: Path, summary: dict[str, Any], keys: list[str], grid: list[Variant], spec: StudySpec) -> None:
+    """plots/metrics.png (means and intervals per variant) and plots/curves.png (validation curves of every run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["variants"])
+    panels = [*keys, "delta_m"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], panels):
+        stats = [summary["variants"][n]["metrics"][key] for n in names]
+        means = [s["mean"] for s in stats]
+        errors = [0.0 if s["n"] < 2 else s["high"] - s["mean"] for s in stats]
+        axis.bar(range(len(names)), means, yerr=errors, capsize=3, color="#7aa6c2")
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        axis.set_title(key if key != "delta_m" else "Delta_m vs control (%)", fontsize=8)
+        low = min(m - e for m, e in zip(means, errors))
+        high = max(m + e for m, e in zip(means, errors))
+        axis.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    figure.tight_layout()
+    _save(figure, out / "plots" / "metrics.png")
+    own = [k for k in keys if ":" not in k]
+    figure, axes = plt.subplots(1, len(own), figsize=(3.4 * len(own), 3.0), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for index, variant in enumerate(grid):
+        for seed in range(spec.seeds):
+            path = run_dir(out, variant, seed) / "results.csv"
+            rows = list(csv.DictReader(open(path, encoding="utf-8"))) if path.is_file() else []
+            for axis, key in zip(axes[0], own):
+                points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+                if points:
+                    axis.plot(*zip(*points), color=colours(index % 10), alpha=0.7,
+                              label=variant.name if seed == 0 else None)
+    for axis, key in zip(axes[0], own):
+        axis.set_title(f"validation {key}", fontsize=8)
+        axis.set_xlabel("step", fontsize=7)
+    axes[0][0].legend(fontsize=6)
+    figure.tight_layout()
+    _save(figure, out / "plots" / "curves.png")
+
+
+def _save(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with fileio.atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)

@@ -1,0 +1,77 @@
+"""`mtl3d study`: the grid, its controls, a tiny end-to-end study, resuming and redoing nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import TINY_OVERRIDES
+from rich.console import Console
+
+from mtl3dcli.commands import study as study_module
+from mtl3dcli.commands.study import StudySpec, parse_variant, run_dir, run_study, study_grid
+from mtl3dcli.errors import Mtl3dError
+
+
+def test_variants_and_their_controls():
+    low = parse_variant("reg+low-data=0.25")
+    assert low.overrides == ("regularizer.enabled=true", "data.train_fraction=0.25")
+    assert low.control == "noreg+low-data=0.25"
+    assert parse_variant("samples64:regularizer.samples=64;regularizer.task_hidden=8").overrides == (
+        "regularizer.samples=64", "regularizer.task_hidden=8")
+    assert parse_variant("samples64:regularizer.samples=64").name == "samples64"
+    names = [v.name for v in study_grid(["reg", "low-data=0.5", "reg-alpha=0.5"])]
+    assert names == ["noreg", "noreg+low-data=0.5", "reg", "low-data=0.5", "reg-alpha=0.5"]
+    with pytest.raises(Mtl3dError, match="unknown study variant"):
+        parse_variant("reg+blue")
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_dataset):
+    out = tmp_path_factory.mktemp("study") / "s"
+    spec = StudySpec(preset="demo", seeds=2, variants=["reg", "low-data=0.5"], data=str(tiny_dataset),
+                     overrides=[*TINY_OVERRIDES, "train.steps=2", "train.eval_every=2"])
+    return spec, out, run_study(spec, out, Console(quiet=True))
+
+
+def test_a_tiny_study_writes_every_output(tiny_study):
+    spec, out, summary = tiny_study
+    assert set(summary["variants"]) == {"noreg", "noreg+low-data=0.5", "reg", "low-data=0.5"}
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 8 and {r["seed"] for r in rows} == {"0", "1"}
+    assert {"semseg/mIoU", "depth/rmse", "normals/mean", "edge/odsF", "delta_m"} <= set(rows[0])
+    assert json.loads((out / "summary.json").read_text()) == summary
+    reg = summary["variants"]["reg"]
+    assert reg["control"] == "noreg" and reg["metrics"]["semseg/mIoU"]["n"] == 2
+    # the paired difference is the mean of the per-seed differences to the control's run of the same seed
+    by_run = {(r["variant"], int(r["seed"])): r for r in rows}
+    diffs = [float(by_run[("reg", s)]["semseg/mIoU"]) - float(by_run[("noreg", s)]["semseg/mIoU"]) for s in (0, 1)]
+    assert reg["paired"]["semseg/mIoU"]["mean"] == pytest.approx(sum(diffs) / 2, rel=1e-4)
+    assert summary["variants"]["low-data=0.5"]["control"] == "noreg+low-data=0.5"
+    assert all(float(by_run[("noreg", s)]["delta_m"]) == 0.0 for s in (0, 1))
+    for plot in ("metrics.png", "curves.png"):
+        assert (out / "plots" / plot).stat().st_size > 1000
+    assert "| reg |" in (out / "summary.md").read_text()
+
+
+def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):
+    spec, out, summary = tiny_study
+    monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: pytest.fail("a finished run was redone"))
+    assert run_study(spec, out, Console(quiet=True)) == summary
+    changed = StudySpec(**{**spec.__dict__, "seeds": 3})
+    with pytest.raises(Mtl3dError, match="holds another study"):
+        run_study(changed, out, Console(quiet=True))
+
+
+def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
+    spec, out, _ = tiny_study
+    grid = {v.name: v for v in study_grid(spec.variants)}
+    run = run_dir(out, grid["reg"], 1)
+    for report in run.glob("eval.*.json"):
+        report.unlink()  # as if killed after training, before scoring
+    done = []
+    real = study_module.train_and_evaluate
+    monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: (done.append(a[1:3]), real(*a)))
+    run_study(spec, out, Console(quiet=True))
+    assert done == [(grid["reg"], 1)] and list(run.glob("eval.*.json"))
