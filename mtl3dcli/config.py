@@ -58,7 +58,7 @@ class ModelConfig:
     pretrained: str | None = None  # null | imagenet (timm's download and cache) | path of a local weights file
     backbone_options: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     width: int = 32  # channels of the tiny backbone's first stage (ignored by the others)
-    head: Head = "hrnet"  # baseline heads: upstream HighResolutionHead | light (head_channels wide)
+    head: Head = "light"  # baseline heads: light (head_channels wide) | hrnet (upstream HighResolutionHead)
     head_channels: int = 64  # hidden channels of each light head
     host_options: dict[str, Any] = field(default_factory=dict)  # host-specific settings (see each host module)
 

@@ -27,19 +27,27 @@ def hrnet_head(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.Conv2d(in_channels, out_channels, 1))
 
 
-def light_head(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(conv_bn_relu(in_channels, hidden, 1), conv_bn_relu(hidden, hidden, 3),
-                         nn.Conv2d(hidden, out_channels, 1))
+class LightHead(nn.Module):
+    """1x1 conv to `hidden` channels (cheap on the wide fused features), 3x3 conv for context, 1x1 conv out; BN +
+    ReLU between. (Its parameter names are those of mtl3d 0.1's task heads, so older weights files still load.)"""
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int):
+        super().__init__()
+        self.block = nn.Sequential(*conv_bn_relu(in_channels, hidden, 1), *conv_bn_relu(hidden, hidden, 3),
+                                   nn.Conv2d(hidden, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
 
 
 class BaselineHost(Host):
-    def __init__(self, backbone: Backbone, channels: dict[str, int], head: str = "hrnet", head_channels: int = 64):
+    def __init__(self, backbone: Backbone, channels: dict[str, int], head: str = "light", head_channels: int = 64):
         super().__init__()
         self.normalize = ImageNormalize()
         self.backbone = backbone
         self.feature_channels = sum(backbone.channels)
         make = (lambda c: hrnet_head(self.feature_channels, c)) if head == "hrnet" else \
-            (lambda c: light_head(self.feature_channels, head_channels, c))
+            (lambda c: LightHead(self.feature_channels, head_channels, c))
         self.heads = nn.ModuleDict({name: make(c) for name, c in channels.items()})
 
     def forward(self, image: torch.Tensor) -> HostOutput:
