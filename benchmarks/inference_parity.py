@@ -1,10 +1,10 @@
 """Inference cost of a regularized model vs its baseline: parameter count and latency of the inference graph.
 
-    python benchmarks/inference_parity.py --preset demo [--device cpu|cuda] [--runs 30] [--weights W]
+    python benchmarks/inference_parity.py --preset demo [--device cpu|cuda] [--runs 30] [--set key=value ...]
 
 Both models are built from the same preset (one with regularizer.enabled=true, one false) and exported the way
-`mtl3d predict` loads them (model_from_weights keeps `net.*` only). With --weights, the regularized model is that
-checkpoint. Prints one JSON object.
+`mtl3d predict` loads them (model_from_weights keeps `net.*` only). `--set` overrides the preset, e.g. a reduced
+input size for the big hosts on a CPU. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -54,22 +54,23 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], help="config override, e.g. data.size=224x288")
     args = parser.parse_args()
 
+    from bench_data import bench_meta
+
     from mtl3dcli.config import load_config
-    from mtl3dcli.meta import DatasetMeta
     from mtl3dcli.models.build import resolve_tasks
 
-    config = load_config(args.preset)
+    config = load_config(args.preset, ["model.pretrained=null", *args.set])
     tasks = resolve_tasks(config)
-    meta = DatasetMeta(name="bench", tasks=[t.name for t in tasks],
-                       classes={t.name: [f"c{i}" for i in range(13)] for t in tasks if t.fill == 255})
+    meta = bench_meta(tasks)
     device = torch.device(args.device)
     image = torch.rand(args.batch_size, 3, *(config.data.eval_size or config.data.size), device=device)
     with tempfile.TemporaryDirectory() as tmp:
         train_reg, infer_reg = inference_model(config, meta, True, Path(tmp))
         _, infer_base = inference_model(config, meta, False, Path(tmp))
-    report = {"preset": args.preset, "device": args.device, "input": list(image.shape)}
+    report = {"preset": args.preset, "overrides": args.set, "device": args.device, "input": list(image.shape)}
     models = {"regularized": infer_reg, "baseline": infer_base}
     latency = latencies_ms({name: m.net.to(device).eval() for name, m in models.items()}, image, args.runs)
     for name, model in models.items():
