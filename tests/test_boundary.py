@@ -98,11 +98,13 @@ def test_edge_defaults_follow_the_hosts_protocol():
     assert len(HED_THRESHOLDS) == 101 and HED_THRESHOLDS[:2] == (0.001, 0.01) and HED_THRESHOLDS[-1] == 0.999
     meter = EdgeMeter(max_dist=0.011)
     assert meter.nms and meter.thin and len(meter.thresholds) == 101
-    assert meter.protocol == ("SEISM odsF: NMS (fast_nms), the 101 HED thresholds, prob > t, thinning (bwmorph thin), "
-                              "maxDist 0.011 x diagonal, exact maximum one-to-one matching, counts pooled over the split")
+    assert meter.protocol == (
+        "SEISM odsF: NMS (fast_nms), the 101 HED thresholds, prob > t, thinning (bwmorph thin), maxDist 0.011 x "
+        "diagonal, exact maximum one-to-one matching, counts pooled over the split")
     old = EdgeMeter(max_dist=0.0075, thresholds=99, nms=False)
     assert old.thresholds[[0, -1]] == pytest.approx([0.01, 0.99])
-    assert old.protocol.startswith("SEISM odsF: no NMS, 99 evenly spaced thresholds,") and "maxDist 0.0075" in old.protocol
+    assert old.protocol.startswith("SEISM odsF: no NMS, 99 evenly spaced thresholds,")
+    assert "maxDist 0.0075" in old.protocol
     with pytest.raises(Mtl3dError):
         EdgeMeter(max_dist=3.0)
 
@@ -118,6 +120,8 @@ def test_nms_leaves_a_one_pixel_line_on_the_ridge():
     # away from the 5 px border ramp, the crest keeps its [1, 2, 1] / 4 smoothing: (0.4 + 2 * 0.9 + 0.4) / 4
     assert suppressed[7:23, 10] == pytest.approx(np.full(16, 0.65))
     assert not edge_nms(np.zeros((8, 8))).any()
+    strip = np.full((1, 6), 0.5)  # one pixel wide: no gradient, nothing to suppress across
+    assert (edge_nms(strip) == strip).all()
 
 
 def test_nms_keeps_the_crest_of_a_wide_ridge_in_the_meter():
@@ -277,8 +281,8 @@ def test_odsf_within_a_tenth_of_pyedgeeval_on_nyuv2_size_maps():
 def test_edge_worker_processes_give_identical_counts():
     boundary = _scene(40, 48, 4, seed=3)
     probability = torch.from_numpy(np.stack([_trained_looking(boundary, s, noise=0.4) for s in range(3)])).float()
-    batch = probability[:, None], torch.from_numpy(np.stack([boundary] * 3)).float()[:, None], torch.ones(3, 40, 48,
-                                                                                                        dtype=torch.bool)
+    label = torch.from_numpy(np.stack([boundary] * 3)).float()
+    batch = probability[:, None], label[:, None], torch.ones(3, 40, 48, dtype=torch.bool)
     serial, parallel = EdgeMeter(max_dist=0.05, thresholds=9), EdgeMeter(max_dist=0.05, thresholds=9, workers=2)
     for meter in (serial, parallel):
         meter.update(*batch)

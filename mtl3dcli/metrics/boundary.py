@@ -141,8 +141,9 @@ def image_boundary_counts(probability: np.ndarray, boundary: np.ndarray, valid: 
 def edge_nms(probability: np.ndarray) -> np.ndarray:
     """Non-maximum suppression of a (H, W) float64 edge map across the edge direction, as HED's nms_process before
     SEISM (pyEdgeEval's fast_nms: triangle smoothing r=1, orientation from second derivatives of an r=4
-    smoothing, suppression radius 1, border suppression 5 px, multiplier 1.01). A blank map is returned as is."""
-    if not probability.any():
+    smoothing, suppression radius 1, border suppression 5 px, multiplier 1.01). A blank map, or one a single pixel
+    wide (no gradient), is returned as is."""
+    if not probability.any() or min(probability.shape) < 2:
         return probability
     from pyEdgeEval.preprocess import fast_nms
 

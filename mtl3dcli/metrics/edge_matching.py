@@ -36,7 +36,8 @@ class IncrementalMatching:
         self.neighbours = [indices[start:end] for start, end in zip(indptr, indptr[1:])]
         # the transpose, with each pair's position in the predicted pixel's list (to rewind its lookahead)
         positions = np.arange(len(indices)) - np.repeat(adjacency.indptr[:-1], np.diff(adjacency.indptr))
-        transposed = sparse.csr_matrix((positions, adjacency.indices, adjacency.indptr), shape=adjacency.shape).T.tocsr()
+        transposed = sparse.csr_matrix((positions, adjacency.indices, adjacency.indptr), shape=adjacency.shape)
+        transposed = transposed.T.tocsr()
         transposed.sort_indices()
         indices, indptr, data = transposed.indices.tolist(), transposed.indptr.tolist(), transposed.data.tolist()
         self.sources = [indices[start:end] for start, end in zip(indptr, indptr[1:])]
