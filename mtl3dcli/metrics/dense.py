@@ -192,40 +192,74 @@ class NormalsMeter(Meter):
 
 # --- saliency --------------------------------------------------------------------------------------------------
 
+SALIENCY_VARIANTS = ("invpt", "mtl-pytorch")
+
+
 class SaliencyMeter(Meter):
-    """maxF as InvPT / ATRC: for 19 thresholds 0.05..0.95, prediction >= t against label > 0.5, TP / predicted /
-    actual positives pooled over the split; F_beta with beta^2 = 0.3 (0 where undefined); maxF = max over thresholds,
-    in percent. (MTL-PyTorch instead averages per-image F with beta^2 = 1: a different protocol, not comparable.)"""
+    """maxF (percent) and the threshold where it is reached, with one of two published definitions (not comparable
+    with each other), chosen by `variant` and named in `protocol`; labels are label > 0.5, invalid pixels ignored.
+
+    "invpt" (InvPT / ATRC): 19 thresholds 0.05..0.95, predicted = prob >= t; true, predicted and actual positives
+    pooled over the split; F_beta with beta^2 = 0.3 (0 where undefined); maxF = max over thresholds.
+    "mtl-pytorch" (MTL-PyTorch / ASTMT's eval_sal): 15 thresholds linspace(0.2, 0.9), predicted = prob > t; per image
+    precision tp / (tp + fp + 1e-12) and recall tp / (tp + fn + 1e-12), each averaged over the images; F1 of the
+    two averages (2PR / (P + R + 1e-12)); maxF = max over thresholds.
+    """
 
     primary = "maxF"
     higher_is_better = True
 
-    def __init__(self, beta_squared: float = 0.3, steps: int = 20):
-        self.beta_squared = beta_squared
-        self.thresholds = torch.arange(1, steps, dtype=torch.float64) / steps
-        self.protocol = (f"InvPT maxF: {len(self.thresholds)} thresholds, counts pooled over the split, "
-                         f"beta^2 = {beta_squared:g}")
+    def __init__(self, variant: str = "invpt"):
+        if variant not in SALIENCY_VARIANTS:
+            raise Mtl3dError(f"saliency variant must be one of {', '.join(SALIENCY_VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        if variant == "invpt":
+            self.thresholds = torch.arange(1, 20, dtype=torch.float64) / 20
+            self.protocol = ("InvPT maxF: 19 thresholds 0.05..0.95, prob >= t, counts pooled over the split, "
+                             "beta^2 = 0.3")
+        else:
+            self.thresholds = torch.linspace(0.2, 0.9, 15, dtype=torch.float64)
+            self.protocol = ("MTL-PyTorch maxF: 15 thresholds 0.2..0.9, prob > t, per-image precision and recall "
+                             "averaged over images, F1 of the averages")
         super().__init__()
 
     def _zeros(self) -> dict[str, torch.Tensor]:
-        zeros = torch.zeros(len(self.thresholds), dtype=torch.int64)
-        return {"true_positive": zeros.clone(), "predicted_positive": zeros.clone(), "positive": zeros.clone()}
+        if self.variant == "invpt":
+            zeros = torch.zeros(len(self.thresholds), dtype=torch.int64)
+            return {"true_positive": zeros.clone(), "predicted_positive": zeros.clone(), "positive": zeros.clone()}
+        zeros = torch.zeros(len(self.thresholds), dtype=torch.float64)
+        return {"precision_sum": zeros.clone(), "recall_sum": zeros.clone(),
+                "images": torch.zeros((), dtype=torch.int64)}
 
     def update(self, prediction: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> None:
         prediction, label, valid = check_batch(prediction, label, valid, 1)
-        pred = prediction[:, 0][valid].double()
-        gt = label[:, 0][valid] > 0.5
-        predicted = pred[None, :] >= self.thresholds[:, None]  # (T, N)
         s = self._stats
-        s["true_positive"] += (predicted & gt).sum(1)
-        s["predicted_positive"] += predicted.sum(1)
-        s["positive"] += int(gt.sum())
+        if self.variant == "invpt":
+            pred = prediction[:, 0][valid].double()
+            gt = label[:, 0][valid] > 0.5
+            predicted = pred[None, :] >= self.thresholds[:, None]  # (T, N)
+            s["true_positive"] += (predicted & gt).sum(1)
+            s["predicted_positive"] += predicted.sum(1)
+            s["positive"] += int(gt.sum())
+            return
+        pred = prediction[:, 0].double()  # (B, H, W)
+        gt = (label[:, 0] > 0.5) & valid
+        predicted = (pred[:, None] > self.thresholds[None, :, None, None]) & valid[:, None]  # (B, T, H, W)
+        true_positive = (predicted & gt[:, None]).sum((2, 3)).double()
+        s["precision_sum"] += (true_positive / (predicted.sum((2, 3)) + 1e-12)).sum(0)
+        s["recall_sum"] += (true_positive / (gt.sum((1, 2))[:, None] + 1e-12)).sum(0)
+        s["images"] += len(pred)
 
     def compute(self) -> dict[str, float]:
         s = {key: value.double() for key, value in self._stats.items()}
-        precision = s["true_positive"] / s["predicted_positive"]
-        recall = s["true_positive"] / s["positive"]
-        b2 = self.beta_squared
-        f = ((1 + b2) * precision * recall / (b2 * precision + recall)).nan_to_num(nan=0.0)
+        if self.variant == "invpt":
+            precision = s["true_positive"] / s["predicted_positive"]
+            recall = s["true_positive"] / s["positive"]
+            b2 = 0.3  # beta^2
+            f = ((1 + b2) * precision * recall / (b2 * precision + recall)).nan_to_num(nan=0.0)
+        else:
+            images = s["images"].clamp_min(1)
+            precision, recall = s["precision_sum"] / images, s["recall_sum"] / images
+            f = 2 * precision * recall / (precision + recall + 1e-12)
         best = int(f.argmax())
         return {"maxF": 100.0 * float(f[best]), "maxF_threshold": float(self.thresholds[best])}
