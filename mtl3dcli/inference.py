@@ -98,10 +98,11 @@ class InferenceSession:
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> HostOutput:
         """The host network on a batch (B, 3, H, W) in [0, 1], in autocast on CUDA when the run used AMP. Sides that
-        are not multiples of STRIDE (which multi-scale hosts need) are zero-padded at the bottom/right and the
-        outputs and features cropped back, so any evaluation size works."""
+        are not multiples of the host's `size_divisor` are zero-padded at the bottom/right and the outputs and
+        features cropped back, so any evaluation size works."""
         height, width = image.shape[-2:]
-        pad_h, pad_w = -height % STRIDE, -width % STRIDE
+        divisor = self.model.net.size_divisor
+        pad_h, pad_w = -height % divisor, -width % divisor
         image = F.pad(image.to(self.device), (0, pad_w, 0, pad_h))
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             out = self.model.net(image)

@@ -354,7 +354,7 @@ class SaliencyTask(BinaryTask):
     def metric(self, meta: DatasetMeta, **options: Any) -> Meter:
         from mtl3dcli.metrics import SaliencyMeter
 
-        return SaliencyMeter()
+        return SaliencyMeter(options.get("saliency_protocol", "invpt"))
 
 
 TASKS: dict[str, Task] = {

@@ -20,13 +20,16 @@ from mtl3dcli.errors import Mtl3dError
 
 
 class Backbone(nn.Module):
-    """Wraps an encoder so it returns NCHW feature maps from fine to coarse."""
+    """Wraps an encoder so it returns NCHW feature maps from fine to coarse. `size_divisor`: input sides must be
+    multiples of it (HRNet's branch fusion needs every stride to divide them; plain strided CNNs take any size)."""
 
-    def __init__(self, encoder: nn.Module, channels: list[int], reductions: list[int], extract: Callable | None = None):
+    def __init__(self, encoder: nn.Module, channels: list[int], reductions: list[int], extract: Callable | None = None,
+                 size_divisor: int = 1):
         super().__init__()
         self.encoder = encoder
         self.channels = list(channels)
         self.reductions = list(reductions)
+        self.size_divisor = size_divisor
         self._extract = extract
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
@@ -95,7 +98,7 @@ def _timm(name: str, defaults: dict[str, Any] | None = None) -> Callable[[dict[s
     def build(options: dict[str, Any], width: int, pretrained: str | None) -> Backbone:
         encoder = create_timm(name, pretrained, features_only=True, **{**(defaults or {}), **options})
         info = encoder.feature_info
-        return Backbone(encoder, info.channels(), info.reduction())
+        return Backbone(encoder, info.channels(), info.reduction(), size_divisor=max(info.reduction()))
 
     return build
 

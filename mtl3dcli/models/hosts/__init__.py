@@ -49,9 +49,11 @@ class HostSpec:
 
 
 class Host(nn.Module):
-    """Base class: subclasses set `feature_channels` and implement `forward(image) -> HostOutput`."""
+    """Base class: subclasses set `feature_channels` and `size_divisor` (input sides must be multiples of it; the
+    inference session pads other sizes) and implement `forward(image) -> HostOutput`."""
 
     feature_channels: int
+    size_divisor: int = 32
 
     def forward(self, image: torch.Tensor) -> HostOutput:  # pragma: no cover - abstract
         raise NotImplementedError

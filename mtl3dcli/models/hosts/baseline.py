@@ -46,6 +46,7 @@ class BaselineHost(Host):
         self.normalize = ImageNormalize()
         self.backbone = backbone
         self.feature_channels = sum(backbone.channels)
+        self.size_divisor = backbone.size_divisor
         make = (lambda c: hrnet_head(self.feature_channels, c)) if head == "hrnet" else \
             (lambda c: LightHead(self.feature_channels, head_channels, c))
         self.heads = nn.ModuleDict({name: make(c) for name, c in channels.items()})

@@ -259,6 +259,7 @@ class InvPTHost(Host):
         self.encoder = ViTEncoder(name, skips, image_size, pretrained)
         enc = self.encoder.channels
         self.feature_channels = enc
+        self.size_divisor = 16  # the ViT's patches; every decoder size is taken from the actual maps
         dims = [width + width // 8, (width + width // 8) // 2, (width + width // 8) // 4]  # 576, 288, 144
 
         # preliminary decoder (H/32): features, intermediate prediction, and both mixed into the first tokens
