@@ -67,10 +67,16 @@ def download(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
     keep_archive: Annotated[bool, typer.Option(help="Keep the downloaded archive after conversion.")] = False,
     train_scenes: Annotated[int, typer.Option(help="synthetic: training scenes.")] = 80,
-    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 20,
-    views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 5,
+    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 40,
+    views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 6,
     size: Annotated[str, typer.Option(help="synthetic: image size HEIGHTxWIDTH.")] = "96x128",
     seed: Annotated[int, typer.Option(help="synthetic: generator seed.")] = 0,
+    arc_degrees: Annotated[float, typer.Option(help="synthetic: yaw span (degrees) of a scene's cameras around "
+                                                    "what they look at; larger = wider baselines.")] = 90.0,
+    fov_range: Annotated[Optional[str], typer.Option(help="synthetic: random intrinsics, horizontal field of view "
+                                                          "A-B degrees drawn per view (default: NYUv2's, 63).")] = None,
+    principal_jitter: Annotated[float, typer.Option(help="synthetic: principal point offset per view, up to this "
+                                                         "fraction of the image size.")] = 0.0,
     workers: Annotated[int, typer.Option(help="synthetic: parallel processes (output is identical for any "
                                               "number).")] = 0,
 ) -> None:
@@ -83,11 +89,12 @@ def download(
         raise Mtl3dError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     target = out or Path("data") / name
     if name == "synthetic":
-        from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic
+        from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic, parse_fov_range
 
         height, width = _size(size, "--size")
         options = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
-                                   width=width, seed=seed)
+                                   width=width, seed=seed, arc_degrees=arc_degrees,
+                                   fov_range=parse_fov_range(fov_range), principal_jitter=principal_jitter)
         with progress_bar("generating", console) as advance:
             root = generate_synthetic(target, options, overwrite=overwrite, progress=advance,
                                       workers=workers or min(4, os.cpu_count() or 1))
