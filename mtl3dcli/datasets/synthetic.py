@@ -208,14 +208,16 @@ def _rotate_z(vectors: np.ndarray, yaw: float) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float64) @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # v R^T
 
 
-def intersect_box(origin: np.ndarray, dirs: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Ray parameter t (N,) of the first hit of rays origin (3,) + t * dirs (N, 3) with the box [-half, half]
+# Ray directions are component-first here, dirs = (dx, dy, dz) with arrays of any one shape (...): an image block
+# of a (3, H, W) array slices into three 2-D views, so no ray is copied before its intersection tests.
+def intersect_box(origin: np.ndarray, dirs, half: np.ndarray) -> np.ndarray:
+    """Ray parameter t (...) of the first hit of rays origin (3,) + t * dirs (3, ...) with the box [-half, half]
     (slab method: entry = latest slab entry, exit = earliest slab exit); inf where missed or where the box is
     behind or around the origin."""
     near = far = None
     with np.errstate(divide="ignore", invalid="ignore"):
-        for axis in range(3):  # per axis on 1-D arrays: a reduction over a length-3 axis is slow in numpy
-            inv = 1.0 / dirs[:, axis]
+        for axis in range(3):
+            inv = 1.0 / dirs[axis]
             t1 = (-half[axis] - origin[axis]) * inv
             t2 = (half[axis] - origin[axis]) * inv
             lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
@@ -224,11 +226,11 @@ def intersect_box(origin: np.ndarray, dirs: np.ndarray, half: np.ndarray) -> np.
     return np.where((near <= far) & (near > _EPS), near, np.inf)
 
 
-def intersect_cylinder(origin: np.ndarray, dirs: np.ndarray, radius: float, half_height: float) -> np.ndarray:
-    """First hit t (N,) with the capped vertical cylinder x^2 + y^2 <= r^2, |z| <= h centred at the local origin:
+def intersect_cylinder(origin: np.ndarray, dirs, radius: float, half_height: float) -> np.ndarray:
+    """First hit t (...) with the capped vertical cylinder x^2 + y^2 <= r^2, |z| <= h centred at the local origin:
     the side from the quadratic a t^2 + 2 b t + c = 0, plus the cap that faces the origin."""
     ox, oy, oz = origin
-    dx, dy, dz = dirs[:, 0], dirs[:, 1], dirs[:, 2]
+    dx, dy, dz = dirs
     a = dx * dx + dy * dy
     b = ox * dx + oy * dy
     c = ox * ox + oy * oy - radius * radius
@@ -245,26 +247,29 @@ def intersect_cylinder(origin: np.ndarray, dirs: np.ndarray, radius: float, half
     return t
 
 
-def intersect_sphere(origin: np.ndarray, dirs: np.ndarray, radius: float) -> np.ndarray:
-    """First hit t (N,) with the sphere |x| <= r centred at the local origin."""
-    a = np.einsum("ij,ij->i", dirs, dirs)
-    b = dirs @ origin
-    c = origin @ origin - radius * radius
+def intersect_sphere(origin: np.ndarray, dirs, radius: float) -> np.ndarray:
+    """First hit t (...) with the sphere |x| <= r centred at the local origin."""
+    dx, dy, dz = dirs
+    a = dx * dx + dy * dy + dz * dz
+    b = origin[0] * dx + origin[1] * dy + origin[2] * dz
+    c = float(origin @ origin) - radius * radius
     disc = b * b - a * c
     with np.errstate(invalid="ignore"):
         t = (-b - np.sqrt(disc)) / a
     return np.where((disc >= 0) & (t > _EPS), t, np.inf)
 
 
-def intersect_primitive(primitive: Primitive, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """First hit t (N,) of world rays origin (3,) + t * dirs (N, 3) with `primitive` (t is in units of dirs)."""
+def intersect_primitive(primitive: Primitive, origin: np.ndarray, dirs) -> np.ndarray:
+    """First hit t (...) of world rays origin (3,) + t * dirs (3, ...) with `primitive` (t in units of dirs)."""
     local_origin = _rotate_z(origin - primitive.center, -primitive.yaw)
-    local_dirs = _rotate_z(dirs, -primitive.yaw) if primitive.yaw else dirs
+    if primitive.yaw:
+        c, s = math.cos(primitive.yaw), math.sin(primitive.yaw)  # world -> local: rotate by -yaw
+        dirs = (c * dirs[0] + s * dirs[1], c * dirs[1] - s * dirs[0], dirs[2])
     if primitive.kind == "box":
-        return intersect_box(local_origin, local_dirs, primitive.half)
+        return intersect_box(local_origin, dirs, primitive.half)
     if primitive.kind == "cylinder":
-        return intersect_cylinder(local_origin, local_dirs, primitive.half[0], primitive.half[2])
-    return intersect_sphere(local_origin, local_dirs, primitive.half[0])
+        return intersect_cylinder(local_origin, dirs, primitive.half[0], primitive.half[2])
+    return intersect_sphere(local_origin, dirs, primitive.half[0])
 
 
 def local_normals(kind: str, points: np.ndarray, half: np.ndarray) -> np.ndarray:
@@ -284,14 +289,14 @@ def local_normals(kind: str, points: np.ndarray, half: np.ndarray) -> np.ndarray
     return normals
 
 
-def intersect_room(origin: np.ndarray, dirs: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exit hit of rays (N, 3) from `origin` inside the room box [0, size]: t (N,) and face (N,) int, face =
+def intersect_room(origin: np.ndarray, dirs, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exit hit of rays (3, ...) from `origin` inside the room box [0, size]: t (...) and face (...) int, face =
     2 * axis + (1 if the far wall of that axis else 0): 0/1 walls x = 0/W, 2/3 walls y = 0/D, 4 floor, 5 ceiling."""
-    t = np.full(len(dirs), np.inf)
-    face = np.zeros(len(dirs), dtype=np.int64)
+    t = np.full(np.shape(dirs[0]), np.inf)
+    face = np.zeros(np.shape(dirs[0]), dtype=np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         for axis in range(3):
-            d = dirs[:, axis]
+            d = dirs[axis]
             forward = d > 0
             t_axis = np.where(forward, (size[axis] - origin[axis]) / d, -origin[axis] / d)
             first = (t_axis > 0) & (t_axis < t)  # NaN and negative never win
@@ -1227,9 +1232,9 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
     """
     rotation, origin = pose[:3, :3], pose[:3, 3]
     cam_rays = pixel_rays(K, height, width)
-    rays = cam_rays @ rotation.T  # world directions with camera z = 1: t along them is z-depth
-    depth, face = intersect_room(origin, rays.reshape(-1, 3), scene.size)
-    depth, face = depth.reshape(height, width), face.reshape(height, width)
+    # world directions (3, H, W) with camera z = 1, so t along them is z-depth
+    rays = np.ascontiguousarray(np.moveaxis(cam_rays @ rotation.T, -1, 0))
+    depth, face = intersect_room(origin, rays, scene.size)
     owner = np.full((height, width), -1)
     if scene.primitives:
         bounds, near = _pixel_bounds(_Solids.of(scene.primitives), K, pose, height, width)
@@ -1242,15 +1247,14 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
         v0, v1, u0, u1 = bounds[index]
         if near[index] >= depth[v0:v1, u0:u1].max():  # entirely behind what its pixels already see
             continue
-        block = rays[v0:v1, u0:u1]
-        t = intersect_primitive(primitive, origin, block.reshape(-1, 3)).reshape(block.shape[:2])
+        t = intersect_primitive(primitive, origin, rays[:, v0:v1, u0:u1])
         closer = t < depth[v0:v1, u0:u1]
         depth[v0:v1, u0:u1][closer] = t[closer]
         owner[v0:v1, u0:u1][closer] = index
 
     n_pix = height * width
     owner, face = owner.ravel(), face.ravel()
-    points = origin + depth.reshape(-1, 1) * rays.reshape(-1, 3)
+    points = origin + depth.reshape(-1, 1) * rays.reshape(3, -1).T
     normals = np.zeros((n_pix, 3))
     albedo = np.zeros((n_pix, 3), dtype=np.float32)
     glow = np.zeros(n_pix, dtype=np.float32)  # 1 where the surface emits (window glass) instead of reflecting
@@ -1266,19 +1270,23 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
         albedo[mask] = texture(points[mask], material)
     _shade_wall_items(scene, points, room_face, labels, albedo, glow)
 
-    for index in np.flatnonzero(np.bincount(owner + 1, minlength=len(scene.primitives) + 1)[1:]):
+    by_owner = np.argsort(owner, kind="stable")  # pixel indices grouped by the solid they see, room (-1) first
+    counts = np.bincount(owner + 1, minlength=len(scene.primitives) + 1)
+    for index, mask in enumerate(np.split(by_owner, np.cumsum(counts)[:-1])[1:]):
+        if not len(mask):
+            continue
         primitive = scene.primitives[index]
-        mask = np.flatnonzero(owner == index)
         local = _rotate_z(points[mask] - primitive.center, -primitive.yaw)
         normals[mask] = _rotate_z(local_normals(primitive.kind, local, primitive.half), primitive.yaw)
         albedo[mask] = texture(local, primitive.material)
         labels[mask] = primitive.label
 
     light = np.full(n_pix, scene.ambient, dtype=np.float32)
+    normals32 = normals.astype(np.float32)
     for position, power in zip(scene.lights, scene.light_power):
         to_light = (position - points).astype(np.float32)
         distance = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
-        cosine = np.einsum("ij,ij->i", normals.astype(np.float32), to_light) / distance
+        cosine = np.einsum("ij,ij->i", normals32, to_light) / distance
         light += np.float32(power) * np.maximum(cosine, 0.0) / (1.0 + (distance / np.float32(3.0)) ** 2)
     tint = (scene.tint * rng.uniform(0.9, 1.1)).astype(np.float32)  # light colour times a per-view exposure
     radiance = albedo * (tint * (light * (1.0 - glow))[:, None] + glow[:, None])
