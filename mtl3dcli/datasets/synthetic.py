@@ -63,7 +63,7 @@ MAX_PRINCIPAL_JITTER = 0.2
 @dataclass
 class SyntheticOptions:
     train_scenes: int = 80
-    val_scenes: int = 40
+    val_scenes: int = 30
     views: int = 6
     height: int = 96
     width: int = 128
@@ -457,7 +457,7 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees
         span = math.radians(arc_degrees) * min(1.0, 1.5 - 1.25 * attempt / attempts)
         base = np.linspace(-span / 2, span / 2, views) if views > 1 else np.zeros(1)
         step = span / (views - 1) if views > 1 else 0.0
-        target = np.array([rng.uniform(0.5, size[0] - 0.5), rng.uniform(0.5, size[1] - 0.5), rng.uniform(0.3, 1.3)])
+        target = np.array([rng.uniform(0.5, size[0] - 0.5), rng.uniform(0.5, size[1] - 0.5), rng.uniform(0.4, 1.5)])
         choice = rng.random()
         if candidates and choice < 0.8:  # mostly look at furniture rather than at an empty corner
             target[:2] = candidates[rng.integers(len(candidates))].center[:2] + rng.uniform(-0.3, 0.3, 2)
