@@ -1094,7 +1094,7 @@ def make_scene(rng: np.random.Generator) -> Scene:
     for parts, wall, s_mid in curtains:
         primitives += _place(parts, segments[wall].point(s_mid, 0.0), segments[wall].yaw)
     segments += extra_segments
-    lengths = np.array([seg.length for seg in segments])
+    reach = np.cumsum([seg.length for seg in segments])  # a wall is drawn in proportion to its length
 
     def place(parts: list[tuple], choose, gap: float = 0.05, tries: int = 20) -> bool:
         """Place `parts` at positions drawn by choose(half_x, half_y) -> (center, yaw) until one is free."""
@@ -1109,7 +1109,7 @@ def make_scene(rng: np.random.Generator) -> Scene:
 
     def against_wall(inward: float = 0.02):
         def choose(half_x, half_y):
-            segment = segments[rng.choice(len(segments), p=lengths / lengths.sum())]
+            segment = segments[min(int(np.searchsorted(reach, rng.random() * reach[-1])), len(segments) - 1)]
             if 2 * half_x > segment.length - 0.1:
                 return None
             s = rng.uniform(half_x + 0.03, segment.length - half_x - 0.03)
@@ -1249,7 +1249,7 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
             continue
         t = intersect_primitive(primitive, origin, rays[:, v0:v1, u0:u1])
         closer = t < depth[v0:v1, u0:u1]
-        depth[v0:v1, u0:u1][closer] = t[closer]
+        np.copyto(depth[v0:v1, u0:u1], t, where=closer)
         owner[v0:v1, u0:u1][closer] = index
 
     n_pix = height * width
