@@ -441,7 +441,7 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees
     """`views` camera-to-world poses (4, 4) around one look-at region (usually furniture or a wall item).
 
     The cameras spread over an `arc_degrees` yaw arc around the region (in arc order, with jitter; narrower where
-    the room does not allow it), each at its own distance (1.3-3.6 m, shortened to stay in the room), height
+    the room does not allow it), each at its own distance (1.3-3.4 m, shortened to stay in the room), height
     (0.8 m up to 0.4 m below the ceiling) and roll (+-4 degrees), looking at its own point within 0.3 m of the
     region's centre: wide baselines, yet every view sees the region. Every camera is at least 0.3 m inside the
     walls, 0.25 m clear of every object, sees at least 0.8 m along its optical axis and has no wall or column
@@ -461,13 +461,14 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees
         choice = rng.random()
         if candidates and choice < 0.8:  # mostly look at furniture rather than at an empty corner
             target[:2] = candidates[rng.integers(len(candidates))].center[:2] + rng.uniform(-0.3, 0.3, 2)
+            target[2] -= 0.15  # furniture: 0.25-1.35 m
         elif scene.wall_items and choice < 0.92:  # or at a picture, window or door, which also brings the ceiling in
             item = scene.wall_items[rng.integers(len(scene.wall_items))]
             s_mid = (item.rect[0] + item.rect[1]) / 2
             target = np.array([*_wall_point(size, item.wall, s_mid, 0.5)[:2], (item.rect[2] + item.rect[3]) / 2])
         target[:2] = np.clip(target[:2], 0.5, size[:2] - 0.5)
         towards_centre = math.atan2(size[1] / 2 - target[1], size[0] / 2 - target[0])
-        azimuth, distance = towards_centre + rng.uniform(-1.0, 1.0), rng.uniform(1.5, 3.0)
+        azimuth, distance = towards_centre + rng.uniform(-1.0, 1.0), rng.uniform(1.4, 2.8)
         height = rng.uniform(1.1, 1.7)
         offsets = base + rng.uniform(-0.25, 0.25, size=len(base)) * step
         jitter = rng.uniform(-1, 1, size=(len(base), 6))  # distance, height, look-at x/y/z, roll
