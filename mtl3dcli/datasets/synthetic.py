@@ -404,8 +404,8 @@ def _blockers(scene: Scene, poses: list[np.ndarray], targets: np.ndarray, cleara
     """Primitives in the way of cameras: (indices of those within `clearance` of a camera or on its optical axis
     within `sight` metres, whether a structural one (wall, column, beam) also hides a camera's look-at point).
 
-    Points are sampled every 1 cm (no solid of make_scene is thinner than 2 cm); targets (V, 3) are the look-at
-    points, checked up to 0.3 m short of them.
+    Points are sampled every 1 cm (no solid of make_scene is thinner than 2 cm but the rugs, which lie on the
+    floor); targets (V, 3) are the look-at points, checked every 2 cm up to 0.3 m short of them.
     """
     if not scene.primitives:
         return set(), False
@@ -497,6 +497,8 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees
         raise RuntimeError("no camera arc fits inside the room")  # unreachable for the room sizes of make_scene
     poses, blocked = fallback
     return dataclasses.replace(scene, primitives=[p for i, p in enumerate(scene.primitives) if i not in blocked]), poses
+
+
 # --- scene generation -------------------------------------------------------------------------------------------
 # An object is built as parts in its own frame (x along the wall it stands against, y away from it: its front faces
 # +y, z up, origin on the floor), then placed. A part is (kind, label, center, half, material, yaw).
@@ -540,12 +542,11 @@ def _lamp(rng: np.random.Generator, x: float, y: float, z: float, tall: bool) ->
             _part("cylinder", "objects", [x, y, z + pole + shade_h / 2 - 0.05], [radius, radius, shade_h / 2], shade)]
 
 
-def _small_objects(rng: np.random.Generator, half_x: float, half_y: float, z: float, count: int,
-                   y_center: float = 0.0) -> list[tuple]:
+def _small_objects(rng: np.random.Generator, half_x: float, half_y: float, z: float, count: int) -> list[tuple]:
     """Books and small objects resting on a surface of half size (half_x, half_y) at height z (object frame)."""
     parts = []
     for _ in range(count):
-        x, y = rng.uniform(-0.8, 0.8) * half_x, y_center + rng.uniform(-0.8, 0.8) * half_y
+        x, y = rng.uniform(-0.8, 0.8) * half_x, rng.uniform(-0.8, 0.8) * half_y
         choice = rng.random()
         if choice < 0.3:
             thick = rng.uniform(0.02, 0.06)
