@@ -67,23 +67,30 @@ def download(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
     keep_archive: Annotated[bool, typer.Option(help="Keep the downloaded archive after conversion.")] = False,
     train_scenes: Annotated[int, typer.Option(help="synthetic: training scenes.")] = 80,
-    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 20,
-    views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 5,
+    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 30,
+    views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 6,
     size: Annotated[str, typer.Option(help="synthetic: image size HEIGHTxWIDTH.")] = "96x128",
     seed: Annotated[int, typer.Option(help="synthetic: generator seed.")] = 0,
+    arc_degrees: Annotated[float, typer.Option(help="synthetic: yaw span (degrees) of a scene's cameras around "
+                                                    "what they look at; larger = wider baselines.")] = 90.0,
+    fov_range: Annotated[Optional[str], typer.Option(help="synthetic: random intrinsics, horizontal field of view "
+                                                          "A-B degrees drawn per view (default: NYUv2's, 63).")] = None,
+    principal_jitter: Annotated[float, typer.Option(help="synthetic: principal point offset per view, up to this "
+                                                         "fraction of the image size.")] = 0.0,
     workers: Annotated[int, typer.Option(help="synthetic: parallel processes (output is identical for any "
                                               "number).")] = 0,
 ) -> None:
     """Fetch a dataset into the common layout: [bold]synthetic[/] is generated locally (no network); [bold]nyuv2[/]
     and [bold]pascal-context[/] download the standard NYUD_MT / PASCAL_MT archives (resumable, checksummed)."""
     from mtl3dcli.datasets.registry import get_dataset, prepare_dataset
-    from mtl3dcli.datasets.synthetic import SyntheticOptions
+    from mtl3dcli.datasets.synthetic import SyntheticOptions, parse_fov_range
     from mtl3dcli.progress import progress_bar
 
     spec = get_dataset(dataset)
     height, width = _size(size, "--size")
     synthetic = SyntheticOptions(train_scenes=train_scenes, val_scenes=val_scenes, views=views, height=height,
-                                 width=width, seed=seed)
+                                 width=width, seed=seed, arc_degrees=arc_degrees,
+                                 fov_range=parse_fov_range(fov_range), principal_jitter=principal_jitter)
     root = prepare_dataset(spec.name, out or Path("data") / spec.name, url=url, overwrite=overwrite,
                            keep_archive=keep_archive, synthetic=synthetic,
                            workers=workers or min(4, os.cpu_count() or 1),

@@ -1,40 +1,61 @@
-"""Synthetic scenes: exact ray-cast labels on hand-built scenes, multi-view consistency, determinism, layout."""
+"""Synthetic scenes: exact ray-cast labels on hand-built scenes, random intrinsics, multi-view consistency (with the
+stored K and poses), determinism, layout, option checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtl3dcli.derive import normals_from_depth
+from mtl3dcli.derive import backproject, normals_from_depth
 from mtl3dcli.data.layout import DatasetLayout
 from mtl3dcli.datasets.synthetic import (
     CLASS_ID,
+    NYU_FOCAL,
     SYNTHETIC_CLASSES,
     Primitive,
     Scene,
     SyntheticOptions,
     WallItem,
     camera_poses,
+    draw_intrinsics,
     generate_synthetic,
     intrinsics,
     look_at,
     make_material,
     make_scene,
+    parse_fov_range,
     render_view,
 )
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.tasks import TASKS
 
 TINY = SyntheticOptions(train_scenes=2, val_scenes=1, views=3, height=48, width=64, seed=7)
+TINY_FOV = dataclasses.replace(TINY, fov_range=(45.0, 100.0), principal_jitter=0.05)  # same scenes and poses
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "data", TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_fov(tmp_path_factory) -> Path:
+    return generate_synthetic(tmp_path_factory.mktemp("synthetic") / "fov", TINY_FOV)
+
+
+@pytest.fixture(params=["nyu", "fov"])
+def dataset(request, tiny, tiny_fov) -> Path:
+    """Both tiny datasets: NYUv2 intrinsics, and random intrinsics with principal point jitter."""
+    return tiny if request.param == "nyu" else tiny_fov
 
 
 def _hashes(root: Path) -> dict[str, str]:
@@ -66,9 +87,31 @@ POSE = look_at(np.array([2.0, 1.0, 1.5]), np.array([2.0, 5.0, 1.5]))
 def test_intrinsics_and_pose_follow_the_conventions():
     assert K[0, 0] == pytest.approx(518.8579 / 10) and K[1, 1] == pytest.approx(519.4696 / 10)
     assert (K[0, 2], K[1, 2]) == (32.0, 24.0)
+    # a 90 degree horizontal field of view at width 64: fx = 32 / tan(45) = 32, square pixels
+    np.testing.assert_allclose(intrinsics(48, 64, hfov=90.0, principal_offset=(1.5, -2.0)),
+                               [[32, 0, 33.5], [0, 32, 22], [0, 0, 1]], atol=1e-12)
     # camera x = world +x (right), y = world -z (down), z = world +y (forward), at (2, 1, 1.5)
     np.testing.assert_allclose(POSE[:3, :3], [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-12)
     np.testing.assert_allclose(POSE[:3, 3], [2.0, 1.0, 1.5])
+    # a quarter turn of roll about the optical axis: camera x now points down the world (-z), y to world -x
+    rolled = look_at(np.array([2.0, 1.0, 1.5]), np.array([2.0, 5.0, 1.5]), roll=math.pi / 2)
+    np.testing.assert_allclose(rolled[:3, :3], [[0, -1, 0], [0, 0, 1], [-1, 0, 0]], atol=1e-12)
+
+
+def test_draw_intrinsics_draws_fields_of_view_and_principal_points():
+    rng = np.random.default_rng
+    nyu = draw_intrinsics(rng(0), 4, 48, 64, None, 0.0)
+    assert all(np.array_equal(k, K) for k in nyu)
+    drawn = draw_intrinsics(rng(0), 200, 48, 64, (40.0, 100.0), 0.0)
+    hfov = np.degrees([2 * math.atan(32 / k[0, 0]) for k in drawn])
+    assert 40.0 <= hfov.min() < 45.0 and 95.0 < hfov.max() <= 100.0  # uniform over the range
+    assert all(k[0, 0] == k[1, 1] and (k[0, 2], k[1, 2]) == (32.0, 24.0) for k in drawn)
+    jittered = draw_intrinsics(rng(0), 200, 48, 64, (40.0, 100.0), 0.1)
+    # the same fields of view with or without jitter; principal points within 10% of the size of the centre
+    np.testing.assert_array_equal([k[0, 0] for k in jittered], [k[0, 0] for k in drawn])
+    offsets = np.array([[k[0, 2] - 32, k[1, 2] - 24] for k in jittered])
+    assert np.all(np.abs(offsets) <= [6.4, 4.8]) and np.abs(offsets).max(axis=0).min() > 3.0
+    assert len({k[0, 2] for k in jittered}) == 200
 
 
 def test_empty_room_has_exact_depth_normals_and_classes():
@@ -130,9 +173,45 @@ def test_cameras_stay_inside_the_room_and_clear_of_objects():
         for pose in poses:
             position = pose[:3, 3]
             assert np.all(position > 0.29) and np.all(position < scene.size - 0.29)
-            assert 1.1 < position[2] < 1.8
+            assert 0.79 < position[2] < scene.size[2] - 0.39
             depth = render_view(scene, k, pose, 24, 32, rng)["depth"]
             assert depth.min() > 0.15  # 0.25 m clearance, seen at most ~40 degrees off axis
+
+
+def test_arc_degrees_widen_the_baselines():
+    def spread(arc: float) -> tuple[float, float]:
+        """Mean angle (degrees) between the first and last optical axes, and mean camera distance (m)."""
+        angles, distances = [], []
+        for seed in range(10):
+            rng = np.random.default_rng(seed)
+            _, poses = camera_poses(make_scene(rng), 4, rng, arc_degrees=arc)
+            first, last = poses[0], poses[-1]
+            angles.append(math.degrees(math.acos(np.clip(first[:3, 2] @ last[:3, 2], -1, 1))))
+            distances.append(np.linalg.norm(first[:3, 3] - last[:3, 3]))
+        return float(np.mean(angles)), float(np.mean(distances))
+
+    narrow, wide = spread(20.0), spread(120.0)
+    assert narrow[0] < 25.0 and wide[0] > 60.0
+    assert wide[1] > 2 * narrow[1]
+
+
+def test_scenes_are_varied_and_furniture_stays_in_the_room():
+    labels, counts, structure = set(), [], 0
+    for seed in range(20):
+        scene = make_scene(np.random.default_rng(seed))
+        counts.append(len(scene.primitives))
+        labels |= {p.label for p in scene.primitives} | {item.label for item in scene.wall_items}
+        structure += any(p.label == CLASS_ID["wall"] for p in scene.primitives)  # L-shapes, partitions, columns
+        for p in scene.primitives:
+            c, s = abs(math.cos(p.yaw)), abs(math.sin(p.yaw))
+            reach = (np.array([c * p.half[0] + s * p.half[1], s * p.half[0] + c * p.half[1]]) if p.kind == "box"
+                     else p.half[:2])  # half extents of the world-aligned bounding box
+            assert np.all(p.center[:2] - reach > -1e-6) and np.all(p.center[:2] + reach < scene.size[:2] + 1e-6)
+            assert p.center[2] - p.half[2] > -1e-9 and p.center[2] + p.half[2] < scene.size[2] + 1e-9
+    rooms = {CLASS_ID["wall"], CLASS_ID["floor"], CLASS_ID["ceiling"]}
+    assert labels | rooms == set(range(len(SYNTHETIC_CLASSES)))  # every class is built somewhere
+    assert np.mean(counts) > 35 and min(counts) > 10
+    assert 2 <= structure <= 15
 
 
 # --- the generated dataset ------------------------------------------------------------------------------------
@@ -163,37 +242,92 @@ def test_layout_is_readable_and_complete(tiny):
     assert layout.meta.depth_range == (0.0, float(math.ceil(max_depth)))
 
 
-def test_stored_normals_agree_with_depth_gradients(tiny):
-    layout = DatasetLayout(tiny)
-    for sample_id in layout.ids("train")[:3]:
+def test_random_intrinsics_change_only_K_and_pixels(tiny, tiny_fov):
+    nyu, fov = DatasetLayout(tiny), DatasetLayout(tiny_fov)
+    assert fov.meta.extra["generator"]["fov_range"] == [45.0, 100.0]
+    assert "uniform in [45, 100]" in fov.meta.extra["intrinsics"]
+    assert nyu.ids("train") + nyu.ids("val") == fov.ids("train") + fov.ids("val")
+    hfovs = []
+    for sample_id in fov.ids("train") + fov.ids("val"):
+        K_fov = fov.cameras[sample_id].K
+        np.testing.assert_array_equal(fov.cameras[sample_id].pose, nyu.cameras[sample_id].pose)  # same scenes
+        assert K_fov[0, 0] == K_fov[1, 1] and K_fov[0, 1] == K_fov[1, 0] == 0 and K_fov[2].tolist() == [0, 0, 1]
+        assert abs(K_fov[0, 2] - 32) <= 0.05 * 64 and abs(K_fov[1, 2] - 24) <= 0.05 * 48
+        hfovs.append(math.degrees(2 * math.atan(32 / K_fov[0, 0])))
+    assert 45.0 <= min(hfovs) and max(hfovs) <= 100.0 and len(set(hfovs)) == len(hfovs)
+    assert np.ptp(hfovs) > 20.0  # 9 views spread over the 55 degree range
+    wider = hfovs[0] > math.degrees(2 * math.atan(320 / NYU_FOCAL[0]))  # NYUv2: 63.3 degrees
+    depth_nyu = _load(nyu, "s0000_v00")["depth"]
+    depth_fov = _load(fov, "s0000_v00")["depth"]
+    assert not np.array_equal(depth_nyu, depth_fov)
+    # the centre ray is almost the same one (principal point within 5% of the centre): about the same depth there,
+    # while a wider field of view sees more of the room around it
+    assert (depth_fov.max() >= depth_nyu.max() - 1e-3) if wider else (depth_fov.max() <= depth_nyu.max() + 1e-3)
+
+
+def test_stored_normals_agree_with_depth_gradients(dataset):
+    """Normals derived from the stored depth with the stored K match the stored normals: K reproduces the geometry."""
+    layout = DatasetLayout(dataset)
+    for sample_id in layout.ids("train")[:3] + layout.ids("val")[:1]:
         labels = _load(layout, sample_id)
         derived = normals_from_depth(labels["depth"], layout.cameras[sample_id].K)
         valid = np.linalg.norm(derived, axis=-1) > 0.5
         assert valid.mean() > 0.5
         cosine = np.sum(derived[valid] * labels["normals"][valid], axis=-1).clip(-1, 1)
         assert np.degrees(np.median(np.arccos(cosine))) < 2.0
+        # with a wrong focal length the same check fails: the test can tell (planes bend, normals tilt)
+        wrong = layout.cameras[sample_id].K * np.array([[1.5], [1.5], [1.0]])
+        derived = normals_from_depth(labels["depth"], wrong)
+        cosine = np.sum(derived[valid] * labels["normals"][valid], axis=-1).clip(-1, 1)
+        assert np.degrees(np.mean(np.arccos(cosine))) > 4.0
 
 
-def test_two_views_of_one_scene_agree(tiny):
-    layout = DatasetLayout(tiny)
-    for a, b in (("s0000_v00", "s0000_v01"), ("s0001_v01", "s0001_v02")):
+def test_floor_pixels_back_project_onto_the_floor(dataset):
+    """Stored depth + K + pose put every floor pixel on the world plane z = 0 (rugs: 1.2 cm above it)."""
+    layout = DatasetLayout(dataset)
+    checked = 0
+    for sample_id in layout.ids("train") + layout.ids("val"):
+        camera, labels = layout.cameras[sample_id], _load(layout, sample_id)
+        floor = labels["semseg"] == CLASS_ID["floor"]
+        if floor.sum() < 20:
+            continue
+        world = backproject(labels["depth"], camera.K) @ camera.pose[:3, :3].T + camera.pose[:3, 3]
+        assert np.all(np.abs(world[floor][:, 2] - 0.006) <= 0.0061)
+        assert np.median(np.abs(world[floor][:, 2])) < 1e-4  # mostly bare floor, exactly at 0
+        checked += 1
+    assert checked >= 3
+
+
+def test_two_views_of_one_scene_agree(dataset):
+    """A pixel of view A, back-projected with A's depth, K and pose and projected with B's K and pose, lands on a
+    surface of B at the depth B stored (unless occluded in B) and with the same class."""
+    layout = DatasetLayout(dataset)
+    checked = 0
+    for a, b in (("s0000_v00", "s0000_v01"), ("s0001_v01", "s0001_v02"), ("s0002_v00", "s0002_v01")):
         cam_a, cam_b = layout.cameras[a], layout.cameras[b]
         la, lb = _load(layout, a), _load(layout, b)
-        v, u = np.mgrid[0:48, 0:64]
-        rays = np.stack([u + 0.5, v + 0.5, np.ones_like(u)], axis=-1) @ np.linalg.inv(cam_a.K).T
-        world = (rays * la["depth"][..., None]) @ cam_a.pose[:3, :3].T + cam_a.pose[:3, 3]
+        world = backproject(la["depth"], cam_a.K) @ cam_a.pose[:3, :3].T + cam_a.pose[:3, 3]
         in_b = (world - cam_b.pose[:3, 3]) @ cam_b.pose[:3, :3]  # world -> camera B: R^T (p - t)
         pix = in_b @ cam_b.K.T
         ub, vb = np.floor(pix[..., 0] / pix[..., 2]).astype(int), np.floor(pix[..., 1] / pix[..., 2]).astype(int)
         inside = (in_b[..., 2] > 0) & (ub >= 0) & (ub < 64) & (vb >= 0) & (vb < 48)
-        assert inside.mean() > 0.6  # consecutive views overlap strongly
+        if inside.mean() < 0.2:  # a pair on a wide arc may share little: nothing to compare
+            continue
         z_proj = in_b[..., 2][inside]
         z_b = lb["depth"][vb[inside], ub[inside]]
         visible = np.abs(z_proj - z_b) < 0.03 * z_b
-        assert visible.mean() > 0.6  # most shared points are not occluded in B (3% depth tolerance)
+        assert visible.mean() > 0.5  # most shared points are not occluded in B (3% depth tolerance)
+        # nothing is seen through: a point is not in front of all B sees around its pixel (B's 3x3 neighbours
+        # cover the sub-pixel offset, which matters at occlusion edges and on grazing floors)
+        padded = np.pad(lb["depth"], 1, mode="edge")
+        nearest = np.min([padded[1 + dv:49 + dv, 1 + du:65 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], axis=0)
+        seen_through = z_proj <= 0.97 * nearest[vb[inside], ub[inside]]
+        assert seen_through.mean() < 0.005  # only solids thinner than a pixel (a lamp pole, a cord) can slip between
         interior = (la["edge"][inside] == 0) & (lb["edge"][vb[inside], ub[inside]] == 0) & visible
         same = la["semseg"][inside][interior] == lb["semseg"][vb[inside], ub[inside]][interior]
         assert same.mean() > 0.95
+        checked += 1
+    assert checked >= 2
 
 
 def test_generation_is_deterministic_and_scenes_do_not_depend_on_counts(tiny, tmp_path):
@@ -206,6 +340,11 @@ def test_generation_is_deterministic_and_scenes_do_not_depend_on_counts(tiny, tm
     assert small["depth/s0001_v02.npy"] == big["depth/s0002_v02.npy"]  # val scene 0, renumbered after 1 train scene
     other = generate_synthetic(tmp_path / "other", SyntheticOptions(**{**TINY.__dict__, "seed": 8}))
     assert _hashes(other)["images/s0000_v00.png"] != big["images/s0000_v00.png"]
+
+
+def test_random_intrinsics_are_deterministic(tiny_fov, tmp_path):
+    again = generate_synthetic(tmp_path / "again", TINY_FOV, workers=2)
+    assert _hashes(again) == _hashes(tiny_fov)
 
 
 def test_progress_overwrite_and_bad_options(tiny, tmp_path):
@@ -222,3 +361,48 @@ def test_progress_overwrite_and_bad_options(tiny, tmp_path):
     with pytest.raises(Mtl3dError, match="views"):
         generate_synthetic(tmp_path / "bad", SyntheticOptions(views=0))
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"views": 101}, r"views \(--views\) must be <= 100"),
+    ({"height": 8}, r"height \(--height\) must be an integer >= 16, got 8"),
+    ({"arc_degrees": 200.0}, r"arc_degrees \(--arc-degrees\) must be a number of degrees in \[0, 180\], got 200"),
+    ({"arc_degrees": float("nan")}, r"arc_degrees .* got nan"),
+    ({"fov_range": (80.0, 60.0)}, r"fov_range \(--fov-range\) must be A-B degrees with 20 <= A <= B <= 120, "
+                                  r"got \(80.0, 60.0\)"),
+    ({"fov_range": (10.0, 60.0)}, r"20 <= A <= B <= 120"),
+    ({"fov_range": (60.0,)}, r"fov_range .* must be two numbers"),
+    ({"principal_jitter": -0.1}, r"principal_jitter \(--principal-jitter\) must be a fraction of the image size "
+                                 r"in \[0, 0.2\]"),
+])
+def test_bad_options_are_named_with_their_flag(change, message, tmp_path):
+    with pytest.raises(Mtl3dError, match=message):
+        generate_synthetic(tmp_path / "bad", dataclasses.replace(TINY, **change))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_parse_fov_range():
+    assert parse_fov_range("50-80") == (50.0, 80.0)
+    assert parse_fov_range(" 55.5 - 70 ") == (55.5, 70.0)
+    assert parse_fov_range("60") == (60.0, 60.0)
+    assert parse_fov_range(None) is None and parse_fov_range("") is None
+    for text in ("50..80", "fifty-80", "-50-80", "50-", "50-80-90", "50 80"):
+        with pytest.raises(Mtl3dError, match=r"--fov-range must be A-B .*e\.g\. 50-80"):
+            parse_fov_range(text)
+
+
+def test_cli_defaults_match_the_generator_and_bad_fov_range_is_one_line(tmp_path):
+    from mtl3dcli.cli import download
+
+    parameters = inspect.signature(download).parameters
+    defaults = SyntheticOptions()
+    for name in ("train_scenes", "val_scenes", "views", "seed", "arc_degrees", "principal_jitter"):
+        assert parameters[name].default == getattr(defaults, name), name
+    assert parameters["size"].default == f"{defaults.height}x{defaults.width}"
+    assert parameters["fov_range"].default is None
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONPATH=str(Path(__file__).parents[1]))
+    result = subprocess.run([sys.executable, "-m", "mtl3dcli", "download", "synthetic", "--out", str(tmp_path / "d"),
+                             "--fov-range", "80to90"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--fov-range must be A-B" in result.stderr and "'80to90'" in result.stderr
+    assert not (tmp_path / "d").exists()
