@@ -29,7 +29,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,6 +436,50 @@ def _room_reach(point: np.ndarray, direction: np.ndarray, low: np.ndarray, high:
     return reach
 
 
+def _look_at_region(scene: Scene, candidates: list[Primitive], rng: np.random.Generator) -> np.ndarray:
+    """The centre (3,) of the region an arc of cameras looks at: mostly furniture, sometimes a wall item, else a
+    random point; at least 0.5 m from the walls."""
+    size = scene.size
+    target = np.array([rng.uniform(0.5, size[0] - 0.5), rng.uniform(0.5, size[1] - 0.5), rng.uniform(0.4, 1.5)])
+    choice = rng.random()
+    if candidates and choice < 0.8:  # mostly look at furniture rather than at an empty corner
+        target[:2] = candidates[rng.integers(len(candidates))].center[:2] + rng.uniform(-0.3, 0.3, 2)
+        target[2] -= 0.15  # furniture: 0.25-1.35 m
+    elif scene.wall_items and choice < 0.92:  # or at a picture, window or door, which also brings the ceiling in
+        item = scene.wall_items[rng.integers(len(scene.wall_items))]
+        s_mid = (item.rect[0] + item.rect[1]) / 2
+        target = np.array([*_wall_point(size, item.wall, s_mid, 0.5)[:2], (item.rect[2] + item.rect[3]) / 2])
+    target[:2] = np.clip(target[:2], 0.5, size[:2] - 0.5)
+    return target
+
+
+def _camera_arc(scene: Scene, candidates: list[Primitive], views: int, span: float,
+                rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """One draw of `views` poses spread over a `span` (radians) yaw arc around a look-at region, with their look-at
+    points (V, 3); None when staying 0.3 m inside the walls brings a camera closer than 1.3 m to the region."""
+    size = scene.size
+    base = np.linspace(-span / 2, span / 2, views) if views > 1 else np.zeros(1)
+    step = span / (views - 1) if views > 1 else 0.0
+    target = _look_at_region(scene, candidates, rng)
+    towards_centre = math.atan2(size[1] / 2 - target[1], size[0] / 2 - target[0])
+    azimuth, distance = towards_centre + rng.uniform(-1.0, 1.0), rng.uniform(1.4, 2.8)
+    height = rng.uniform(1.1, 1.7)
+    offsets = base + rng.uniform(-0.25, 0.25, size=len(base)) * step
+    jitter = rng.uniform(-1, 1, size=(len(base), 6))  # distance, height, look-at x/y/z, roll
+    poses, targets = [], []
+    for offset, (dist, rise, tx, ty, tz, roll) in zip(offsets, jitter):
+        direction = np.array([math.cos(azimuth + offset), math.sin(azimuth + offset)])
+        reach = _room_reach(target[:2], direction, np.full(2, 0.3), size[:2] - 0.3)
+        along = min(distance * (1.0 + 0.2 * dist), reach)
+        if along < 1.3:
+            return None
+        position = np.array([*(target[:2] + along * direction), np.clip(height + 0.3 * rise, 0.8, size[2] - 0.4)])
+        look = target + np.array([0.3 * tx, 0.3 * ty, 0.2 * tz])
+        poses.append(look_at(position, look, math.radians(4.0) * roll))
+        targets.append(look)
+    return poses, np.array(targets)
+
+
 def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees: float = DEFAULT_ARC_DEGREES,
                  attempts: int = 200) -> tuple[Scene, list[np.ndarray]]:
     """`views` camera-to-world poses (4, 4) around one look-at region (usually furniture or a wall item).
@@ -448,46 +492,17 @@ def camera_poses(scene: Scene, views: int, rng: np.random.Generator, arc_degrees
     between it and its look-at point. If no sampled arc satisfies that, the furniture in the way of the last arc
     that failed only because of furniture is removed, so the returned scene may be a reduced copy of `scene`.
     """
-    size = scene.size
     candidates = [p for p in scene.primitives if p.label not in (CLASS_ID["wall"], CLASS_ID["ceiling"],
                                                                  CLASS_ID["floor"])]
     fallback = None
     for attempt in range(attempts):
         # the second half of the attempts narrows the arc step by step (to nothing), for cramped rooms
         span = math.radians(arc_degrees) * min(1.0, 2.0 - 2.0 * attempt / (attempts - 1))
-        base = np.linspace(-span / 2, span / 2, views) if views > 1 else np.zeros(1)
-        step = span / (views - 1) if views > 1 else 0.0
-        target = np.array([rng.uniform(0.5, size[0] - 0.5), rng.uniform(0.5, size[1] - 0.5), rng.uniform(0.4, 1.5)])
-        choice = rng.random()
-        if candidates and choice < 0.8:  # mostly look at furniture rather than at an empty corner
-            target[:2] = candidates[rng.integers(len(candidates))].center[:2] + rng.uniform(-0.3, 0.3, 2)
-            target[2] -= 0.15  # furniture: 0.25-1.35 m
-        elif scene.wall_items and choice < 0.92:  # or at a picture, window or door, which also brings the ceiling in
-            item = scene.wall_items[rng.integers(len(scene.wall_items))]
-            s_mid = (item.rect[0] + item.rect[1]) / 2
-            target = np.array([*_wall_point(size, item.wall, s_mid, 0.5)[:2], (item.rect[2] + item.rect[3]) / 2])
-        target[:2] = np.clip(target[:2], 0.5, size[:2] - 0.5)
-        towards_centre = math.atan2(size[1] / 2 - target[1], size[0] / 2 - target[0])
-        azimuth, distance = towards_centre + rng.uniform(-1.0, 1.0), rng.uniform(1.4, 2.8)
-        height = rng.uniform(1.1, 1.7)
-        offsets = base + rng.uniform(-0.25, 0.25, size=len(base)) * step
-        jitter = rng.uniform(-1, 1, size=(len(base), 6))  # distance, height, look-at x/y/z, roll
-        poses, targets, ok = [], [], True
-        for offset, (dist, rise, tx, ty, tz, roll) in zip(offsets, jitter):
-            direction = np.array([math.cos(azimuth + offset), math.sin(azimuth + offset)])
-            reach = _room_reach(target[:2], direction, np.full(2, 0.3), size[:2] - 0.3)
-            along = min(distance * (1.0 + 0.2 * dist), reach)
-            if along < 1.3:
-                ok = False
-                break
-            position = np.array([*(target[:2] + along * direction),
-                                 np.clip(height + 0.3 * rise, 0.8, size[2] - 0.4)])
-            look = target + np.array([0.3 * tx, 0.3 * ty, 0.2 * tz])
-            poses.append(look_at(position, look, math.radians(4.0) * roll))
-            targets.append(look)
-        if not ok:
+        arc = _camera_arc(scene, candidates, views, span, rng)
+        if arc is None:
             continue
-        blocked, hidden = _blockers(scene, poses, np.array(targets), clearance=0.25, sight=0.8)
+        poses, targets = arc
+        blocked, hidden = _blockers(scene, poses, targets, clearance=0.25, sight=0.8)
         if hidden or any(_structural(scene.primitives[i]) for i in blocked):
             continue
         if not blocked:
@@ -543,31 +558,42 @@ def _lamp(rng: np.random.Generator, x: float, y: float, z: float, tall: bool) ->
             _part("cylinder", "objects", [x, y, z + pole + shade_h / 2 - 0.05], [radius, radius, shade_h / 2], shade)]
 
 
+def _book_stack(rng: np.random.Generator, x: float, y: float, z: float) -> list[tuple]:
+    """1-3 books of one thickness stacked at (x, y) on a surface at height z."""
+    parts = []
+    thick = rng.uniform(0.02, 0.06)
+    for level in range(rng.integers(1, 4)):
+        parts.append(_part("box", "books", [x, y, z + thick * (level + 0.5)],
+                           [rng.uniform(0.08, 0.13), rng.uniform(0.1, 0.15), thick / 2],
+                           make_material(rng, "books"), rng.uniform(-0.3, 0.3)))
+    return parts
+
+
+def _small_object(rng: np.random.Generator, x: float, y: float, z: float, half_x: float) -> list[tuple]:
+    """One random small thing resting at (x, y, z): a book stack, a ball, a can or vase, a table lamp (on surfaces
+    wider than 0.3 m) or a box."""
+    choice = rng.random()
+    if choice < 0.3:
+        return _book_stack(rng, x, y, z)
+    if choice < 0.5:
+        r = rng.uniform(0.04, 0.12)
+        return [_part("sphere", "objects", [x, y, z + r], [r, r, r], make_material(rng, "objects"))]
+    if choice < 0.75:
+        r, h = rng.uniform(0.03, 0.09), rng.uniform(0.08, 0.35)
+        return [_part("cylinder", "objects", [x, y, z + h / 2], [r, r, h / 2], make_material(rng, "objects"))]
+    if choice < 0.85 and half_x > 0.15:
+        return _lamp(rng, x, y, z, tall=False)
+    h = rng.uniform(0.04, 0.25)
+    return [_part("box", "objects", [x, y, z + h / 2], [rng.uniform(0.04, 0.15), rng.uniform(0.04, 0.12), h / 2],
+                  make_material(rng, "objects"), rng.uniform(-0.5, 0.5))]
+
+
 def _small_objects(rng: np.random.Generator, half_x: float, half_y: float, z: float, count: int) -> list[tuple]:
     """Books and small objects resting on a surface of half size (half_x, half_y) at height z (object frame)."""
     parts = []
     for _ in range(count):
         x, y = rng.uniform(-0.8, 0.8) * half_x, rng.uniform(-0.8, 0.8) * half_y
-        choice = rng.random()
-        if choice < 0.3:
-            thick = rng.uniform(0.02, 0.06)
-            for level in range(rng.integers(1, 4)):
-                parts.append(_part("box", "books", [x, y, z + thick * (level + 0.5)],
-                                   [rng.uniform(0.08, 0.13), rng.uniform(0.1, 0.15), thick / 2],
-                                   make_material(rng, "books"), rng.uniform(-0.3, 0.3)))
-        elif choice < 0.5:
-            r = rng.uniform(0.04, 0.12)
-            parts.append(_part("sphere", "objects", [x, y, z + r], [r, r, r], make_material(rng, "objects")))
-        elif choice < 0.75:
-            r, h = rng.uniform(0.03, 0.09), rng.uniform(0.08, 0.35)
-            parts.append(_part("cylinder", "objects", [x, y, z + h / 2], [r, r, h / 2], make_material(rng, "objects")))
-        elif choice < 0.85 and half_x > 0.15:
-            parts += _lamp(rng, x, y, z, tall=False)
-        else:
-            h = rng.uniform(0.04, 0.25)
-            parts.append(_part("box", "objects", [x, y, z + h / 2], [rng.uniform(0.04, 0.15), rng.uniform(0.04, 0.12),
-                                                                      h / 2], make_material(rng, "objects"),
-                               rng.uniform(-0.5, 0.5)))
+        parts += _small_object(rng, x, y, z, half_x)
     return parts
 
 
@@ -992,10 +1018,91 @@ def _structure(rng: np.random.Generator, size: np.ndarray, walls: Material, ceil
     return solids, segments
 
 
+def _wall_item_size(rng: np.random.Generator, kind: str) -> tuple[float, float, float]:
+    """Width, height and bottom height (metres) of a wall item of `kind` (window, door, board or picture)."""
+    if kind == "window":
+        w, h, z0 = rng.uniform(0.8, 1.8), rng.uniform(1.0, 1.5), rng.uniform(0.7, 1.0)
+    elif kind == "door":
+        w, h, z0 = rng.uniform(0.8, 1.0), rng.uniform(2.0, 2.15), 0.0
+    elif kind == "board":
+        w, h = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0)
+        z0 = rng.uniform(1.4, 1.6) - h / 2
+    else:
+        w, h = rng.uniform(0.3, 1.2), rng.uniform(0.3, 0.9)
+        z0 = rng.uniform(1.3, 1.8) - h / 2
+    return w, h, z0
+
+
+def _wall_box(segment: _Segment, s0: float, s1: float, inward: float, z0: float, z1: float) -> tuple[float, ...]:
+    """The floor-plan box of wall coordinates s0..s1 on `segment`, from the wall `inward` metres into the room,
+    over heights z0..z1."""
+    corners = [segment.point(s, depth) for s in (s0, s1) for depth in (0.0, inward)]
+    return (min(c[0] for c in corners), max(c[0] for c in corners), min(c[1] for c in corners),
+            max(c[1] for c in corners), z0, z1)
+
+
+def _wall_item(rng: np.random.Generator, kind: str, wall: int, rect: tuple[float, float, float, float]) -> WallItem:
+    """The look of a wall item of `kind` at `rect` on `wall`: a window, a door ('wall'), a whiteboard or mirror
+    ('objects') or a picture."""
+    if kind == "window":
+        frame = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.95)))
+        return WallItem(CLASS_ID["window"], wall, rect, make_material(rng, "wall"), frame,
+                        float(rng.uniform(0.04, 0.08)), (int(rng.integers(0, 3)), int(rng.integers(0, 2))))
+    if kind == "door":
+        return WallItem(CLASS_ID["wall"], wall, rect, make_material(rng, "door"), _random_colour(rng, "door"),
+                        float(rng.uniform(0.04, 0.08)))
+    if kind == "board":
+        board = make_material(rng, "board")
+        return WallItem(CLASS_ID["objects"], wall, rect, board, _random_colour(rng, "furniture"),
+                        float(rng.uniform(0.02, 0.04)))
+    content = make_material(rng, "picture")
+    content = dataclasses.replace(content, second=_random_colour(rng, "picture"))
+    return WallItem(CLASS_ID["picture"], wall, rect, content, _random_colour(rng, "furniture"),
+                    float(rng.uniform(0.02, 0.06)))
+
+
+def _window_curtains(rng: np.random.Generator, segment: _Segment, s0: float, w: float, z0: float, h: float,
+                     room_height: float, plan: _FloorPlan) -> tuple[list[tuple], float] | None:
+    """Curtains for a window of width `w` at s0 on `segment`, spanning z0..z0 + h: (parts, wall coordinate of
+    their centre), claimed on `plan`; None when they would not fit on the wall or collide."""
+    parts = _curtains(rng, w, z0, z0 + h, room_height)
+    (x0, _, c0), (x1, y1, c1) = _extent(parts)
+    mid = s0 + w / 2
+    box = _wall_box(segment, mid + x0, mid + x1, y1, c0, c1)
+    if mid + x0 > 0.02 and mid + x1 < segment.length - 0.02 and plan.free(box, 0.0):
+        plan.boxes.append(box)
+        return parts, mid
+    return None
+
+
+def _hang_wall_item(rng: np.random.Generator, kind: str, segments: list[_Segment], room_height: float,
+                    plan: _FloorPlan) -> tuple[WallItem, tuple | None] | None:
+    """One try at hanging a wall item of `kind` on a random wall: (item, curtains as (parts, wall, s_mid) or None),
+    claimed on `plan` (a door also the floor in front of it); None when it does not fit there."""
+    wall = int(rng.integers(4))
+    length = segments[wall].length
+    w, h, z0 = _wall_item_size(rng, kind)
+    if w > length - 0.4 or z0 + h > room_height - 0.15:
+        return None
+    s0 = rng.uniform(0.2, length - 0.2 - w)
+    rect = (s0, s0 + w, z0, z0 + h)
+    clear = 0.9 if kind == "door" else 0.06
+    box = _wall_box(segments[wall], s0 - 0.05, s0 + w + 0.05, clear, 0.0 if kind == "door" else z0, z0 + h)
+    if not plan.free(box, 0.0):
+        return None
+    plan.boxes.append(box)
+    item = _wall_item(rng, kind, wall, rect)
+    curtains = None
+    if kind == "window" and rng.random() < 0.4:
+        hung = _window_curtains(rng, segments[wall], s0, w, z0, h, room_height, plan)
+        curtains = None if hung is None else (hung[0], wall, hung[1])
+    return item, curtains
+
+
 def _wall_items(rng: np.random.Generator, size: np.ndarray, plan: _FloorPlan) -> tuple[list[WallItem], list[tuple]]:
     """Pictures, windows (some with curtains), doors ('wall': only their look differs) and whiteboards or mirrors
-    ('objects') on the room walls. Returns the items and the curtains as (parts, wall) to place. Each item claims
-    the wall where it hangs (a door also the floor in front of it) so furniture keeps clear."""
+    ('objects') on the room walls. Returns the items and the curtains as (parts, wall, s_mid) to place. Each item
+    claims the wall where it hangs (a door also the floor in front of it) so furniture keeps clear."""
     items: list[WallItem] = []
     curtains: list[tuple] = []
     segments = _room_segments(size)
@@ -1003,56 +1110,12 @@ def _wall_items(rng: np.random.Generator, size: np.ndarray, plan: _FloorPlan) ->
               ["door"] * int(rng.integers(0, 3)) + ["board"] * int(rng.random() < 0.25))
     for kind in rng.permutation(wanted):
         for _ in range(20):
-            wall = int(rng.integers(4))
-            length = segments[wall].length
-            if kind == "window":
-                w, h, z0 = rng.uniform(0.8, 1.8), rng.uniform(1.0, 1.5), rng.uniform(0.7, 1.0)
-            elif kind == "door":
-                w, h, z0 = rng.uniform(0.8, 1.0), rng.uniform(2.0, 2.15), 0.0
-            elif kind == "board":
-                w, h = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0)
-                z0 = rng.uniform(1.4, 1.6) - h / 2
-            else:
-                w, h = rng.uniform(0.3, 1.2), rng.uniform(0.3, 0.9)
-                z0 = rng.uniform(1.3, 1.8) - h / 2
-            if w > length - 0.4 or z0 + h > size[2] - 0.15:
+            hung = _hang_wall_item(rng, kind, segments, size[2], plan)
+            if hung is None:
                 continue
-            s0 = rng.uniform(0.2, length - 0.2 - w)
-            rect = (s0, s0 + w, z0, z0 + h)
-            clear = 0.9 if kind == "door" else 0.06
-            corners = [segments[wall].point(s, inward) for s in (s0 - 0.05, s0 + w + 0.05) for inward in (0.0, clear)]
-            box = (min(c[0] for c in corners), max(c[0] for c in corners), min(c[1] for c in corners),
-                   max(c[1] for c in corners), 0.0 if kind == "door" else z0, z0 + h)
-            if not plan.free(box, 0.0):
-                continue
-            plan.boxes.append(box)
-            if kind == "window":
-                frame = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.1), rng.uniform(0.8, 0.95)))
-                items.append(WallItem(CLASS_ID["window"], wall, rect, make_material(rng, "wall"), frame,
-                                      float(rng.uniform(0.04, 0.08)),
-                                      (int(rng.integers(0, 3)), int(rng.integers(0, 2)))))
-                if rng.random() < 0.4:
-                    parts = _curtains(rng, w, z0, z0 + h, size[2])
-                    (x0, _, c0), (x1, y1, c1) = _extent(parts)
-                    segment, mid = segments[wall], s0 + w / 2
-                    corners = [segment.point(mid + x, inward) for x in (x0, x1) for inward in (0.0, y1)]
-                    box = (min(c[0] for c in corners), max(c[0] for c in corners), min(c[1] for c in corners),
-                           max(c[1] for c in corners), c0, c1)
-                    if mid + x0 > 0.02 and mid + x1 < length - 0.02 and plan.free(box, 0.0):
-                        plan.boxes.append(box)
-                        curtains.append((parts, wall, mid))
-            elif kind == "door":
-                items.append(WallItem(CLASS_ID["wall"], wall, rect, make_material(rng, "door"),
-                                      _random_colour(rng, "door"), float(rng.uniform(0.04, 0.08))))
-            elif kind == "board":
-                board = make_material(rng, "board")
-                items.append(WallItem(CLASS_ID["objects"], wall, rect, board, _random_colour(rng, "furniture"),
-                                      float(rng.uniform(0.02, 0.04))))
-            else:
-                content = make_material(rng, "picture")
-                content = dataclasses.replace(content, second=_random_colour(rng, "picture"))
-                items.append(WallItem(CLASS_ID["picture"], wall, rect, content,
-                                      _random_colour(rng, "furniture"), float(rng.uniform(0.02, 0.06))))
+            items.append(hung[0])
+            if hung[1] is not None:
+                curtains.append(hung[1])
             break
     return items, curtains
 
@@ -1080,51 +1143,71 @@ _ROOMS = {
 _WALL_BUILDERS = (_bed, _sofa, _cabinet, _counter, _desk)
 
 
-def make_scene(rng: np.random.Generator) -> Scene:
-    """A random furnished room of a random type (bedroom, living room, kitchen, office, mixed): sometimes L-shaped,
-    partitioned, with a column or ceiling beams; furniture against the walls, tables with chairs and armchairs in
-    the middle, clutter on surfaces and the floor, rugs, hanging lamps, pictures, windows, doors; 1-3 ceiling
-    lights."""
-    size = np.array([rng.uniform(3.0, 6.0), rng.uniform(3.2, 6.5), rng.uniform(2.4, 3.0)])
-    H = size[2]
-    room = list(_ROOMS)[rng.integers(len(_ROOMS))]
-    weights, table_rate, armchair_rate = _ROOMS[room]
-    walls, ceiling = make_material(rng, "wall"), make_material(rng, "ceiling")
-    plan = _FloorPlan(size)
-    primitives, extra_segments = _structure(rng, size, walls, ceiling, plan)
-    wall_items, curtains = _wall_items(rng, size, plan)
-    segments = _room_segments(size)
-    for parts, wall, s_mid in curtains:
-        primitives += _place(parts, segments[wall].point(s_mid, 0.0), segments[wall].yaw)
-    segments += extra_segments
-    reach = np.cumsum([seg.length for seg in segments])  # a wall is drawn in proportion to its length
+_Chooser = Callable[[float, float], tuple[np.ndarray, float] | None]  # (half_x, half_y) -> (floor point, yaw)
 
-    def place(parts: list[tuple], choose, gap: float = 0.05, tries: int = 20) -> bool:
+
+class _Furnisher:
+    """Places objects in a room: draws positions until one is free on the floor plan, then adds the object's
+    primitives. Walls are drawn in proportion to their length."""
+
+    def __init__(self, rng: np.random.Generator, size: np.ndarray, plan: _FloorPlan, segments: list[_Segment],
+                 primitives: list[Primitive]):
+        self.rng, self.size, self.plan, self.segments, self.primitives = rng, size, plan, segments, primitives
+        self.reach = np.cumsum([seg.length for seg in segments])
+
+    def place(self, parts: list[tuple], choose: _Chooser, gap: float = 0.05, tries: int = 20) -> bool:
         """Place `parts` at positions drawn by choose(half_x, half_y) -> (center, yaw) until one is free."""
         parts, half_x, half_y = _centred(parts)
         (_, _, z0), (_, _, z1) = _extent(parts)
         for _ in range(tries):
             drawn = choose(half_x, half_y)
-            if drawn is not None and plan.try_add(drawn[0], half_x, half_y, drawn[1], (max(z0, 0.0), z1), gap):
-                primitives.extend(_place(parts, *drawn))
+            if drawn is not None and self.plan.try_add(drawn[0], half_x, half_y, drawn[1], (max(z0, 0.0), z1), gap):
+                self.primitives.extend(_place(parts, *drawn))
                 return True
         return False
 
-    def against_wall(inward: float = 0.02):
-        def choose(half_x, half_y):
-            segment = segments[min(int(np.searchsorted(reach, rng.random() * reach[-1])), len(segments) - 1)]
+    def against_wall(self, inward: float = 0.02) -> _Chooser:
+        """Positions with the object's back `inward` metres off a wall, facing into the room."""
+        def choose(half_x: float, half_y: float) -> tuple[np.ndarray, float] | None:
+            segments, reach = self.segments, self.reach
+            segment = segments[min(int(np.searchsorted(reach, self.rng.random() * reach[-1])), len(segments) - 1)]
             if 2 * half_x > segment.length - 0.1:
                 return None
-            s = rng.uniform(half_x + 0.03, segment.length - half_x - 0.03)
+            s = self.rng.uniform(half_x + 0.03, segment.length - half_x - 0.03)
             return segment.point(s, half_y + inward), segment.yaw
         return choose
 
-    def anywhere(margin: float = 0.3):
-        def choose(half_x, half_y):
+    def anywhere(self, margin: float = 0.3) -> _Chooser:
+        """Positions anywhere at least `margin` metres from the outer walls, half the time at a right-angle yaw."""
+        def choose(half_x: float, half_y: float) -> tuple[np.ndarray, float]:
+            rng, size = self.rng, self.size
             yaw = float(rng.uniform(0, np.pi) if rng.random() < 0.5 else rng.integers(4) * np.pi / 2)
             return np.array([rng.uniform(margin, size[0] - margin), rng.uniform(margin, size[1] - margin), 0.0]), yaw
         return choose
 
+
+def _rug(rng: np.random.Generator, size: np.ndarray) -> Primitive | None:
+    """A rug: flat 'floor' with a look of its own that claims no space; None when the drawn rug does not fit."""
+    rug = make_material(rng, "rug")
+    half = np.array([rng.uniform(0.5, 1.5), rng.uniform(0.4, 1.2), 0.006])
+    kind = "cylinder" if rng.random() < 0.25 else "box"
+    if kind == "cylinder":
+        half[1] = half[0] = min(half[0], half[1] + 0.3)
+    yaw = float(rng.uniform(0, np.pi))
+    x0, x1, y0, y1 = _FloorPlan.footprint(np.zeros(2), half[0], half[1], yaw if kind == "box" else 0.0)
+    if x1 - x0 < size[0] - 0.1 and y1 - y0 < size[1] - 0.1:
+        at = np.array([rng.uniform(0.05 - x0, size[0] - 0.05 - x1), rng.uniform(0.05 - y0, size[1] - 0.05 - y1),
+                       0.006])
+        return Primitive(kind, CLASS_ID["floor"], at, half, yaw, rug)
+    return None
+
+
+def _furnish(rng: np.random.Generator, furnisher: _Furnisher, room: str) -> None:
+    """Fill a room of type `room`: furniture against and on the walls, tables and armchairs in the middle, clutter
+    on the floor, rugs and hanging lamps."""
+    H = furnisher.size[2]
+    weights, table_rate, armchair_rate = _ROOMS[room]
+    place, against_wall, anywhere = furnisher.place, furnisher.against_wall, furnisher.anywhere
     p = np.array(weights, dtype=np.float64) / sum(weights)
     for _ in range(rng.integers(6, 12)):  # against the walls
         builder = _WALL_BUILDERS[rng.choice(len(_WALL_BUILDERS), p=p)]
@@ -1139,31 +1222,45 @@ def make_scene(rng: np.random.Generator) -> Scene:
             place(_sofa(rng, H, single=True), anywhere(0.5), gap=0.2)
     for _ in range(rng.integers(2, 10)):  # clutter on the floor, often near walls
         place(_floor_object(rng, H), against_wall(rng.uniform(0.02, 0.4)) if rng.random() < 0.5 else anywhere())
-    for _ in range(rng.integers(0, 3)):  # rugs: flat 'floor' with a look of their own; nothing claims space
-        rug = make_material(rng, "rug")
-        half = np.array([rng.uniform(0.5, 1.5), rng.uniform(0.4, 1.2), 0.006])
-        kind = "cylinder" if rng.random() < 0.25 else "box"
-        if kind == "cylinder":
-            half[1] = half[0] = min(half[0], half[1] + 0.3)
-        yaw = float(rng.uniform(0, np.pi))
-        x0, x1, y0, y1 = _FloorPlan.footprint(np.zeros(2), half[0], half[1], yaw if kind == "box" else 0.0)
-        if x1 - x0 < size[0] - 0.1 and y1 - y0 < size[1] - 0.1:
-            at = np.array([rng.uniform(0.05 - x0, size[0] - 0.05 - x1), rng.uniform(0.05 - y0, size[1] - 0.05 - y1),
-                           0.006])
-            primitives.append(Primitive(kind, CLASS_ID["floor"], at, half, yaw, rug))
+    for _ in range(rng.integers(0, 3)):  # rugs
+        rug = _rug(rng, furnisher.size)
+        if rug is not None:
+            furnisher.primitives.append(rug)
     for _ in range(rng.integers(0, 3)):  # hanging lamps
         place(_pendant(rng, H), anywhere(0.6), gap=0.0)
 
+
+def _ceiling_lights(rng: np.random.Generator, size: np.ndarray, primitives: list[Primitive]) -> np.ndarray:
+    """1-3 point lights (L, 3) 0.1 m below the ceiling, none inside a wall solid (a light is skipped after 20
+    draws inside one)."""
     lights = []
     solids = _Solids.of([p for p in primitives if p.label == CLASS_ID["wall"]]) if any(
         p.label == CLASS_ID["wall"] for p in primitives) else None
     for _ in range(rng.integers(1, 4)):
         for _ in range(20):
-            light = np.array([rng.uniform(0.15, 0.85) * size[0], rng.uniform(0.15, 0.85) * size[1], H - 0.1])
+            light = np.array([rng.uniform(0.15, 0.85) * size[0], rng.uniform(0.15, 0.85) * size[1], size[2] - 0.1])
             if solids is None or not solids.inside(light[None], 0.1).any():
                 lights.append(light)
                 break
-    lights = np.array(lights).reshape(-1, 3)
+    return np.array(lights).reshape(-1, 3)
+
+
+def make_scene(rng: np.random.Generator) -> Scene:
+    """A random furnished room of a random type (bedroom, living room, kitchen, office, mixed): sometimes L-shaped,
+    partitioned, with a column or ceiling beams; furniture against the walls, tables with chairs and armchairs in
+    the middle, clutter on surfaces and the floor, rugs, hanging lamps, pictures, windows, doors; 1-3 ceiling
+    lights."""
+    size = np.array([rng.uniform(3.0, 6.0), rng.uniform(3.2, 6.5), rng.uniform(2.4, 3.0)])
+    room = list(_ROOMS)[rng.integers(len(_ROOMS))]
+    walls, ceiling = make_material(rng, "wall"), make_material(rng, "ceiling")
+    plan = _FloorPlan(size)
+    primitives, extra_segments = _structure(rng, size, walls, ceiling, plan)
+    wall_items, curtains = _wall_items(rng, size, plan)
+    segments = _room_segments(size)
+    for parts, wall, s_mid in curtains:
+        primitives += _place(parts, segments[wall].point(s_mid, 0.0), segments[wall].yaw)
+    _furnish(rng, _Furnisher(rng, size, plan, segments + extra_segments, primitives), room)
+    lights = _ceiling_lights(rng, size, primitives)
     return Scene(size=size, primitives=primitives, wall_items=wall_items,
                  floor=make_material(rng, "floor"), walls=walls, ceiling=ceiling, lights=lights,
                  light_power=rng.uniform(1.0, 1.6, size=len(lights)) / np.sqrt(max(len(lights), 1)),
@@ -1226,17 +1323,11 @@ def _shade_wall_items(scene: Scene, points: np.ndarray, face: np.ndarray, labels
             albedo[index] = np.where(border[:, None], item.frame, texture(p[inside], item.material))
 
 
-def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: int,
-                rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Ray cast one view of `scene` with intrinsics K (3, 3) and camera-to-world pose (4, 4).
-
-    Returns image uint8 (H, W, 3), semseg uint8 (H, W) ids into SYNTHETIC_CLASSES, depth float32 (H, W) z-depth in
-    metres, normals float32 (H, W, 3) unit camera-frame normals facing the camera. `rng` draws the sensor noise.
-    """
-    rotation, origin = pose[:3, :3], pose[:3, 3]
-    cam_rays = pixel_rays(K, height, width)
-    # world directions (3, H, W) with camera z = 1, so t along them is z-depth
-    rays = np.ascontiguousarray(np.moveaxis(cam_rays @ rotation.T, -1, 0))
+def _cast_rays(scene: Scene, K: np.ndarray, pose: np.ndarray, rays: np.ndarray, height: int,
+               width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest hit of world `rays` (3, H, W) from the camera at `pose`: z-depth (H, W), index of the primitive hit
+    (H, W; -1 where the room is hit) and the room face behind each pixel (H, W)."""
+    origin = pose[:3, 3]
     depth, face = intersect_room(origin, rays, scene.size)
     owner = np.full((height, width), -1)
     if scene.primitives:
@@ -1254,13 +1345,17 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
         closer = t < depth[v0:v1, u0:u1]
         np.copyto(depth[v0:v1, u0:u1], t, where=closer)
         owner[v0:v1, u0:u1][closer] = index
+    return depth, owner, face
 
-    n_pix = height * width
-    owner, face = owner.ravel(), face.ravel()
-    points = origin + depth.reshape(-1, 1) * rays.reshape(3, -1).T
+
+def _surfaces(scene: Scene, points: np.ndarray, owner: np.ndarray,
+              face: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What each hit point (N, 3) is, given the primitive it hit (`owner`, -1 for the room) and the room face:
+    world normals (N, 3), albedo (N, 3), glow (N,; 1 where the surface emits, window glass) and class ids (N,)."""
+    n_pix = len(points)
     normals = np.zeros((n_pix, 3))
     albedo = np.zeros((n_pix, 3), dtype=np.float32)
-    glow = np.zeros(n_pix, dtype=np.float32)  # 1 where the surface emits (window glass) instead of reflecting
+    glow = np.zeros(n_pix, dtype=np.float32)
     labels = np.zeros(n_pix, dtype=np.uint8)
 
     room = owner < 0
@@ -1283,8 +1378,14 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
         normals[mask] = _rotate_z(local_normals(primitive.kind, local, primitive.half), primitive.yaw)
         albedo[mask] = texture(local, primitive.material)
         labels[mask] = primitive.label
+    return normals, albedo, glow, labels
 
-    light = np.full(n_pix, scene.ambient, dtype=np.float32)
+
+def _expose(scene: Scene, points: np.ndarray, normals: np.ndarray, albedo: np.ndarray, glow: np.ndarray,
+            rng: np.random.Generator) -> np.ndarray:
+    """Gamma-encoded colour (N, 3) in about [0, 1] of the hit points: Lambertian light from the ceiling lights plus
+    ambient, tinted, times a per-view exposure drawn from `rng`, plus sensor noise (also from `rng`)."""
+    light = np.full(len(points), scene.ambient, dtype=np.float32)
     normals32 = normals.astype(np.float32)
     for position, power in zip(scene.lights, scene.light_power):
         to_light = (position - points).astype(np.float32)
@@ -1294,7 +1395,24 @@ def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, widt
     tint = (scene.tint * rng.uniform(0.9, 1.1)).astype(np.float32)  # light colour times a per-view exposure
     radiance = albedo * (tint * (light * (1.0 - glow))[:, None] + glow[:, None])
     noise = rng.standard_normal(size=radiance.shape, dtype=np.float32) * np.float32(0.01)
-    image = np.clip(radiance, 0.0, 1.0) ** np.float32(1 / 2.2) + noise  # gamma-encode, then sensor noise
+    return np.clip(radiance, 0.0, 1.0) ** np.float32(1 / 2.2) + noise  # gamma-encode, then sensor noise
+
+
+def render_view(scene: Scene, K: np.ndarray, pose: np.ndarray, height: int, width: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Ray cast one view of `scene` with intrinsics K (3, 3) and camera-to-world pose (4, 4).
+
+    Returns image uint8 (H, W, 3), semseg uint8 (H, W) ids into SYNTHETIC_CLASSES, depth float32 (H, W) z-depth in
+    metres, normals float32 (H, W, 3) unit camera-frame normals facing the camera. `rng` draws the sensor noise.
+    """
+    rotation, origin = pose[:3, :3], pose[:3, 3]
+    cam_rays = pixel_rays(K, height, width)
+    # world directions (3, H, W) with camera z = 1, so t along them is z-depth
+    rays = np.ascontiguousarray(np.moveaxis(cam_rays @ rotation.T, -1, 0))
+    depth, owner, face = _cast_rays(scene, K, pose, rays, height, width)
+    points = origin + depth.reshape(-1, 1) * rays.reshape(3, -1).T
+    normals, albedo, glow, labels = _surfaces(scene, points, owner.ravel(), face.ravel())
+    image = _expose(scene, points, normals, albedo, glow, rng)
 
     cam_normals = normals @ rotation  # world -> camera frame: R^T n
     facing = np.einsum("ij,ij->i", cam_normals, cam_rays.reshape(-1, 3)) > 0
@@ -1378,6 +1496,21 @@ def _check(options: SyntheticOptions) -> None:
         fail("principal_jitter", f"a fraction of the image size in [0, {MAX_PRINCIPAL_JITTER:g}]")
 
 
+def _record_views(writer: LayoutWriter, jobs: list[tuple[str, int]], results: Iterable[list[tuple]],
+                  ids: dict[str, list[str]], total: int, progress: Callable[[int, int], None] | None) -> float:
+    """Write the camera of every rendered view, in job order, and list its id under its split (in place); report
+    progress per view. Returns the largest depth seen (0 when there are no views)."""
+    max_depth = 0.0
+    for (split, _), views in zip(jobs, results):
+        for sample_id, K, pose, view_max in views:
+            writer.add_camera(sample_id, K, pose, sample_id.split("_")[0])
+            ids[split].append(sample_id)
+            max_depth = max(max_depth, view_max)
+            if progress is not None:
+                progress(len(ids["train"]) + len(ids["val"]), total)
+    return max_depth
+
+
 def generate_synthetic(out: str | os.PathLike, options: SyntheticOptions = SyntheticOptions(), overwrite: bool = False,
                        progress: Callable[[int, int], None] | None = None, workers: int = 1) -> Path:
     """Generate the synthetic dataset into `out` (common layout, built atomically) and return its path.
@@ -1391,19 +1524,12 @@ def generate_synthetic(out: str | os.PathLike, options: SyntheticOptions = Synth
             for k in range(count)]
     total = len(jobs) * options.views
     ids: dict[str, list[str]] = {split: [] for split in _SPLITS}
-    max_depth = 0.0
     with LayoutWriter(out, overwrite=overwrite) as writer:
         args = [(writer, options, split, k, f"s{n:04d}") for n, (split, k) in enumerate(jobs)]
         pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
         try:
             results = pool.map(_render_scene, *zip(*args)) if pool else (_render_scene(*a) for a in args)
-            for (split, _), views in zip(jobs, results):
-                for sample_id, K, pose, view_max in views:
-                    writer.add_camera(sample_id, K, pose, sample_id.split("_")[0])
-                    ids[split].append(sample_id)
-                    max_depth = max(max_depth, view_max)
-                    if progress is not None:
-                        progress(len(ids["train"]) + len(ids["val"]), total)
+            max_depth = _record_views(writer, jobs, results, ids, total, progress)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
