@@ -51,7 +51,7 @@ def evaluate(model: MTL3DModel, batches: Iterable[dict[str, Any]], device: torch
                                   batch["valid"][t.name])
         if reg is not None:
             renders = reg.render(reg.planes(out.features.float()), reg.view_camera(batch["K"], size), stratified=False)
-            up = upsample_maps({t.name: renders[t.name] for t in render_tasks}, size)
+            up = upsample_maps({t.name: renders.tasks[t.name] for t in render_tasks}, size)
             for t in render_tasks:
                 meters[f"render/{t.name}"].update(t.activate(up[t.name]), batch["labels"][t.name],
                                                   batch["valid"][t.name])
