@@ -1,7 +1,9 @@
 """Render throughput: forward + backward of tri-plane lookup + tiny MLP + volume rendering, as one JSON line.
 
 Example: python benchmarks/render_throughput.py --batch 4 --height 56 --width 72 --samples 32 --device cuda
-(56 x 72 is the paper's NYUv2 render size.)
+(56 x 72 is the paper's NYUv2 render size.) --camera orthographic | ndc (the pixel-aligned perspective camera) |
+partner (the NDC camera seen from a moved pinhole: the general, unfactored path); --direct forces the per-sample
+tri-plane lookup on grid-structured cameras.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import time
 import torch
 from torch import nn
 
-from mtl3dcli.render.rays import orthographic_rays
-from mtl3dcli.render.triplane import sample_triplane, triplane_feature_dim
+from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
+from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
 from mtl3dcli.render.volume import render_field
 
 
@@ -29,6 +31,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--aggregation", default="sum")
     parser.add_argument("--chunk", type=int, default=None, help="rays per chunk (default: all at once)")
+    parser.add_argument("--camera", default="orthographic", choices=["orthographic", "ndc", "partner"])
+    parser.add_argument("--direct", action="store_true", help="per-sample tri-plane lookup (no factoring)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
@@ -41,17 +45,28 @@ def main() -> None:
     out_channels = 3
     mlp = nn.Sequential(nn.Linear(triplane_feature_dim(args.channels, args.aggregation), args.hidden), nn.ReLU(),
                         nn.Linear(args.hidden, 1 + out_channels)).to(device)
-    origins, directions = orthographic_rays(args.height, args.width, device=device)
-    origins = origins.expand(args.batch, -1, -1)
-    directions = directions.expand(args.batch, -1, -1)
+    size = (args.height, args.width)
+    K = torch.tensor([[0.8 * args.width, 0.0, args.width / 2], [0.0, 0.8 * args.width, args.height / 2],
+                      [0.0, 0.0, 1.0]], device=device).expand(args.batch, 3, 3)
+    if args.camera == "orthographic":
+        camera = OrthographicCamera(0.5, 10.0)
+    else:
+        source = PinholeCamera(K, size, 0.5, 10.0)
+        view = None
+        if args.camera == "partner":
+            moved = torch.eye(4, device=device).repeat(args.batch, 1, 1)
+            moved[:, 0, 3] = 0.3  # 30 cm to the right
+            view = PinholeCamera(K, size, 0.5, 10.0, moved)
+        camera = NDCCamera(source, view)
 
-    def field(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = mlp(sample_triplane(planes, points, args.aggregation))
+    def field(samples) -> tuple[torch.Tensor, torch.Tensor]:
+        out = mlp(triplane_features(planes, samples, args.aggregation))
         return nn.functional.softplus(out[..., 0]), out[..., 1:]
 
     def step() -> None:
-        result = render_field(field, origins, directions, 0.0, 2.0, args.samples, stratified=True, chunk=args.chunk)
-        loss = result["values"].square().mean() + result["depth"].mean()
+        result = render_field(field, camera, size, args.batch, args.samples, device=device, stratified=True,
+                              chunk=args.chunk, factored=not args.direct)
+        loss = result.values.square().mean() + result.depth.mean()
         loss.backward()
 
     def sync() -> None:
@@ -76,7 +91,7 @@ def main() -> None:
         "rays": rays,
         "batch": args.batch, "height": args.height, "width": args.width, "samples": args.samples,
         "channels": args.channels, "plane_size": args.plane_size, "aggregation": args.aggregation,
-        "chunk": args.chunk, "device": str(device),
+        "chunk": args.chunk, "camera": args.camera, "factored": not args.direct, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -25,6 +25,7 @@ EvalMode = Literal["resize", "pad"]
 Host = Literal["baseline", "mti-net", "invpt"]
 Head = Literal["hrnet", "light"]
 Camera = Literal["orthographic", "perspective"]
+Spacing = Literal["depth", "disparity"]
 DensityActivation = Literal["softplus", "trunc_exp"]
 Aggregation = Literal["sum", "mean", "product", "concat"]
 Decode = Literal["point", "ray"]
@@ -66,7 +67,8 @@ class ModelConfig:
 @dataclass
 class RegularizerConfig:
     enabled: bool = True
-    camera: Camera = "orthographic"  # orthographic (the paper) | perspective (rays from the sample's K)
+    camera: Camera = "orthographic"  # orthographic (the paper) | perspective (pixel-aligned cube of the sample's K)
+    spacing: Spacing = "depth"  # perspective: samples and cube z uniform in depth | disparity (finer near the camera)
     plane_channels: int = 32  # C: channels of each of the three planes
     plane_size: tuple[int, int] | None = None  # tri-plane resolution; None = the fused feature map's size
     render_size: tuple[int, int] = (24, 32)  # rendered (H, W); the paper renders NYUv2 at 56x72
@@ -83,6 +85,7 @@ class RegularizerConfig:
     default_alpha: float = 1.0
     cross_view: bool = False  # also render view A's tri-plane into a partner camera B (needs cameras)
     cross_alpha: float = 0.5  # weight of the cross-view loss relative to alpha_t
+    cross_tolerance: float = 0.05  # relative depth agreement for a partner pixel to count as seen by the input view
     min_overlap: float = 0.3  # partner views must see at least this fraction of the anchor view
     chunk: int = 8192  # rays rendered per chunk (bounds memory)
 
@@ -260,6 +263,8 @@ def validate(config: Config) -> None:
             raise Mtl3dError(f"{key} must be positive, got {value}")
     if config.train.lr <= 0:
         raise Mtl3dError(f"train.lr must be positive, got {config.train.lr}")
+    if config.regularizer.cross_tolerance <= 0:
+        raise Mtl3dError(f"regularizer.cross_tolerance must be positive, got {config.regularizer.cross_tolerance}")
     if config.regularizer.cross_view and config.regularizer.camera != "perspective":
         raise Mtl3dError("regularizer.cross_view needs regularizer.camera=perspective (a partner camera is a pinhole)")
     if config.train.ema is not None and not 0.0 < config.train.ema < 1.0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtl3dcli.geometry import backproject
 from mtl3dcli.meta import IGNORE_INDEX
 
 
@@ -31,15 +32,6 @@ def boundaries_from_segmentation(seg: np.ndarray, radius: int = 1) -> np.ndarray
             edge[a] |= change
             edge[b] |= change
     return edge.astype(np.float32)
-
-
-def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-frame 3D points (H, W, 3) of a z-depth map (H, W) with pixel centres at (u + 0.5, v + 0.5)."""
-    height, width = depth.shape
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    K_inv = np.linalg.inv(np.asarray(K, dtype=np.float64))
-    rays = np.stack([u, v, np.ones_like(u)], axis=-1) @ K_inv.T  # (H, W, 3) with z = 1
-    return rays * depth[..., None]
 
 
 def normals_from_depth(depth: np.ndarray, K: np.ndarray, max_relative_jump: float = 0.05) -> np.ndarray:

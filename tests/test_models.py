@@ -14,7 +14,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model
 from mtl3dcli.models.hosts.baseline import BaselineHost
-from mtl3dcli.models.regularizer import RenderCamera
+from mtl3dcli.models.regularizer import Renders
 
 META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
                    classes={"semseg": ["a", "b", "c", "d", "e"]}, depth_range=(0.5, 5.0))
@@ -109,57 +109,86 @@ def _regularizer(tmp_path, *extra):
     return model, model.regularizer
 
 
+K32x48 = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]])
+
+
 @pytest.mark.parametrize("camera, decode", [("orthographic", "point"), ("perspective", "point"),
-                                           ("orthographic", "ray")])
+                                           ("orthographic", "ray"), ("perspective", "ray")])
 def test_regularizer_render_shapes_and_ranges(tmp_path, camera, decode):
     torch.manual_seed(0)
     model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}", f"regularizer.decode={decode}")
     assert (reg.near, reg.far) == (0.5, 5.0)  # the dataset's depth range
     image = torch.rand(2, 3, 32, 48)
-    K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(2, 3, 3)
-    cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
+    cam = reg.view_camera(K32x48.expand(2, 3, 3), (32, 48))
     with torch.no_grad():
         planes = reg.planes(model.net(image).features)
         out = reg.render(planes, cam, stratified=True)
     assert tuple(planes.shape) == (2, 3, 4, 8, 12)  # 3 planes of C=4 at the fused feature size (32/4, 48/4)
     h, w = 8, 12  # regularizer.render_size
-    expected = {"semseg": 5, "depth": 1, "normals": 3, "edge": 1, "opacity": 1, "feature": 8}
-    assert set(out) == set(expected)
+    assert isinstance(out, Renders)
+    expected = {"semseg": 5, "depth": 1, "normals": 3, "edge": 1}
+    assert list(out.tasks) == list(expected) and out.depth_tasks == ("depth",)
+    assert list(out.decoded) == ["semseg", "normals", "edge"]
     for key, c in expected.items():
-        assert tuple(out[key].shape) == (2, c, h, w), key
-    assert (out["opacity"] >= 0).all() and (out["opacity"] <= 1).all()
-    assert (out["depth"] >= 0.5 - 1e-5).all() and (out["depth"] <= 5.0 + 1e-5).all()
+        assert tuple(out.tasks[key].shape) == (2, c, h, w), key
+    assert out.tasks["depth"] is out.depth  # the depth task is the expected termination depth
+    assert out.opacity.shape == (2, 1, h, w) and out.feature.shape == (2, 8, h, w)
+    assert (out.opacity >= 0).all() and (out.opacity <= 1).all()
+    assert (out.depth >= 0.5 - 1e-5).all() and (out.depth <= 5.0 + 1e-5).all()
     small = reg.render(planes, cam, size=(3, 5))
-    assert tuple(small["semseg"].shape) == (2, 5, 3, 5)
+    assert tuple(small.tasks["semseg"].shape) == (2, 5, 3, 5)
 
 
 @pytest.mark.parametrize("decode", ["point", "ray"])
 def test_render_is_independent_of_chunking(tmp_path, decode):
     torch.manual_seed(0)
     model, reg = _regularizer(tmp_path, f"regularizer.decode={decode}")
+    camera = reg.view_camera(K32x48.expand(2, 3, 3), (32, 48))
     with torch.no_grad():
         planes = reg.planes(model.net(torch.rand(2, 3, 32, 48)).features)
-        whole = reg.render(planes, RenderCamera())
-        reg.config.chunk = 10  # 5 rays per chunk at batch 2: many pieces, one of them ragged
-        pieces = reg.render(planes, RenderCamera())
-    for key in whole:
-        torch.testing.assert_close(pieces[key], whole[key], rtol=1e-5, atol=1e-6)
+        whole = reg.render(planes, camera)
+        reg.config.chunk = 30  # one row of 12 rays of both images per chunk: 8 pieces
+        pieces = reg.render(planes, camera)
+    for key in whole.tasks:
+        torch.testing.assert_close(pieces.tasks[key], whole.tasks[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pieces.feature, whole.feature, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("camera, decode, aggregation", [("orthographic", "point", "sum"),
+                                                         ("perspective", "ray", "concat"),
+                                                         ("perspective", "point", "product")])
+def test_factored_render_equals_the_per_sample_render_with_gradients(tmp_path, camera, decode, aggregation):
+    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}", f"regularizer.decode={decode}",
+                              f"regularizer.aggregation={aggregation}")
+    planes = reg.planes(model.net(torch.rand(2, 3, 32, 48)).features)
+    cam = reg.view_camera(K32x48.expand(2, 3, 3), (32, 48))
+    params = [planes, *reg.field.parameters()]
+    results = []
+    for factored in (True, False):
+        torch.manual_seed(3)  # the same stratified draw
+        out = reg.render(planes, cam, stratified=True, factored=factored)
+        loss = sum(m.square().mean() for m in (*out.tasks.values(), out.opacity, out.feature))
+        results.append((out, torch.autograd.grad(loss, params, retain_graph=True)))
+    (a, grads_a), (b, grads_b) = results
+    for key in a.tasks:
+        torch.testing.assert_close(a.tasks[key], b.tasks[key], rtol=0, atol=1e-5)
+    for grad_a, grad_b in zip(grads_a, grads_b):
+        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("camera, length", [("orthographic", 2.0), ("perspective", 4.5)])
 def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length):
     """sigma constant in the whole cube: opacity = 1 - exp(-sigma L), L = 2 cube units (orthographic: the rays cross
-    the cube z = -1..1) or far - near = 5.0 - 0.5 metres (perspective: the frustum box holds every sample)."""
+    the cube z = -1..1) or far - near = 5.0 - 0.5 metres (perspective: the pixel-aligned cube spans near..far)."""
     sigma = 0.3
     model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}")
     reg.field.activation = lambda x: torch.full_like(x, sigma)
-    K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]]).expand(1, 3, 3)
-    cam = RenderCamera(K_src=K, image_size=(32, 48)) if camera == "perspective" else RenderCamera()
+    cam = reg.view_camera(K32x48.expand(1, 3, 3), (32, 48))
     with torch.no_grad():
         planes = reg.planes(model.net(torch.rand(1, 3, 32, 48)).features)
         out = reg.render(planes, cam, stratified=True)
     expected = 1.0 - math.exp(-sigma * length)
-    torch.testing.assert_close(out["opacity"], torch.full_like(out["opacity"], expected), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.opacity, torch.full_like(out.opacity, expected), rtol=1e-5, atol=1e-6)
     # midpoint samples of a homogeneous medium: depth = near + sum_i w_i t_i + (1 - opacity) * far, in metres
     n, delta = reg.config.samples, length / reg.config.samples
     weights = [math.exp(-sigma * delta * i) * (1 - math.exp(-sigma * delta)) for i in range(n)]
@@ -167,4 +196,4 @@ def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length)
     depth = 0.5 + t * (4.5 / length)  # orthographic t in [0, 2] maps linearly onto [near, far]
     with torch.no_grad():
         mid = reg.render(planes, cam, stratified=False)
-    torch.testing.assert_close(mid["depth"], torch.full_like(mid["depth"], depth), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mid.depth, torch.full_like(mid.depth, depth), rtol=1e-5, atol=1e-5)

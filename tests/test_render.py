@@ -1,4 +1,5 @@
-"""Tri-plane volume renderer: answers derived by hand (see each test's comment)."""
+"""Tri-plane volume renderer: cameras, samples, tri-plane lookup (direct and factored), compositing. Answers derived
+by hand (see each test's comment)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,18 @@ import pytest
 import torch
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.render.rays import (frustum_box, orthographic_rays, pinhole_rays, points_to_cube, relative_pose,
-                                  sample_along_rays, transform_rays)
-from mtl3dcli.render.triplane import AGGREGATIONS, inside_cube, sample_triplane, triplane_feature_dim
+from mtl3dcli.geometry import project
+from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
+from mtl3dcli.render.rays import CubeGrid, CubeSamples, orthographic_rays, sample_along_rays
+from mtl3dcli.render.triplane import (AGGREGATIONS, inside_cube, sample_triplane, sample_triplane_grid,
+                                      triplane_feature_dim)
 from mtl3dcli.render.volume import accumulated_opacity, composite, expected_depth, render_field, render_weights
 
 D64 = torch.float64
+K = torch.tensor([[[500.0, 2.0, 320.0], [0.0, 480.0, 240.0], [0.0, 0.0, 1.0]]])  # a 480 x 640 camera, skewed
 
 
-def _rotation(axis: int, angle: float) -> torch.Tensor:
-    c, s = math.cos(angle), math.sin(angle)
-    i, j = [k for k in range(3) if k != axis]
-    r = torch.eye(3, dtype=D64)
-    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-    return r
-
-
-def _pose(rotation: torch.Tensor, translation: list[float]) -> torch.Tensor:
-    pose = torch.eye(4, dtype=D64)
-    pose[:3, :3], pose[:3, 3] = rotation, torch.tensor(translation, dtype=D64)
-    return pose
-
-
-# ---------------------------------------------------------------- rays
+# ---------------------------------------------------------------- rays and cameras
 
 
 def test_orthographic_rays_hit_pixel_centres_on_the_near_face():
@@ -42,39 +32,70 @@ def test_orthographic_rays_hit_pixel_centres_on_the_near_face():
     assert (directions == torch.tensor([0.0, 0.0, 1.0], dtype=D64)).all()
 
 
-def test_pinhole_ray_at_depth_z_projects_back_to_its_pixel_centre():
-    K = torch.tensor([[[500.0, 2.0, 320.0], [0.0, 480.0, 240.0], [0.0, 0.0, 1.0]]], dtype=D64)
-    origins, directions = pinhole_rays(K, 3, 5)
-    assert (origins == 0).all() and (directions[..., 2] == 1.0).all()
-    z = 2.5
-    points = origins + z * directions  # (1, 15, 3)
-    projected = points[0] @ K[0].T
-    uv = projected[:, :2] / projected[:, 2:]
-    v, u = torch.meshgrid(torch.arange(3, dtype=D64), torch.arange(5, dtype=D64), indexing="ij")
-    expected = torch.stack([u.reshape(-1) + 0.5, v.reshape(-1) + 0.5], dim=-1)
-    torch.testing.assert_close(uv, expected, rtol=0, atol=1e-9)
-    torch.testing.assert_close(points[..., 2], torch.full((1, 15), z, dtype=D64))
+def test_pinhole_ray_at_depth_z_projects_back_to_its_render_pixel_centre():
+    # K belongs to 480 x 640; rendering at 3 x 5 scales it by (5/640, 3/480): render pixel (j, i) covers source
+    # pixels around ((j + 0.5) * 128, (i + 0.5) * 160), and its ray must project there at every depth.
+    camera = PinholeCamera(K, (480, 640), near=1.0, far=4.0)
+    rays = camera.rays((3, 5))
+    assert (rays.origins == 0).all() and torch.allclose(rays.directions[..., 2], torch.ones(1, 15))
+    assert (rays.near, rays.far) == (1.0, 4.0)
+    v, u = torch.meshgrid(torch.arange(3.0), torch.arange(5.0), indexing="ij")
+    expected = torch.stack([(u.reshape(-1) + 0.5) * 128, (v.reshape(-1) + 0.5) * 160], dim=-1)
+    for z in (1.0, 2.5):
+        uv, depth = project(rays.origins + z * rays.directions, K)
+        torch.testing.assert_close(uv[0], expected, rtol=0, atol=1e-3)
+        torch.testing.assert_close(depth, torch.full((1, 15), z))
 
 
-@pytest.mark.parametrize("mirror", [False, True])
-def test_relative_pose_and_transform_rays_agree_on_a_world_point(mirror):
-    rot_a = _rotation(1, 0.3) @ _rotation(0, -0.2)
-    rot_b = _rotation(1, -0.4) @ _rotation(2, 0.1)
-    if mirror:  # an improper camera (horizontally flipped image): det = -1
-        rot_b = rot_b @ torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=D64))
-    pose_a = _pose(rot_a, [0.2, -0.1, 0.5])[None]
-    pose_b = _pose(rot_b, [-0.6, 0.1, 0.3])[None]
-    world = torch.tensor([0.4, 0.3, 4.0, 1.0], dtype=D64)
-    in_a = torch.linalg.inv(pose_a[0]) @ world
-    in_b = torch.linalg.inv(pose_b[0]) @ world
-    b_to_a = relative_pose(pose_a, pose_b)
-    torch.testing.assert_close(b_to_a[0] @ in_b, in_a)
-    # the pinhole ray of camera B through the point's pixel, moved into A's frame, reaches it at t = its B depth
-    K = torch.tensor([[[100.0, 0.0, 50.0], [0.0, 100.0, 40.0], [0.0, 0.0, 1.0]]], dtype=D64)
-    pixel = K[0] @ in_b[:3]
-    direction_b = torch.linalg.inv(K[0]) @ (pixel / pixel[2])
-    origins, directions = transform_rays(torch.zeros(1, 1, 3, dtype=D64), direction_b.reshape(1, 1, 3), b_to_a)
-    torch.testing.assert_close(origins[0, 0] + in_b[2] * directions[0, 0], in_a[:3])
+def test_ndc_camera_is_pixel_aligned():
+    # Every sample on the ray of render pixel (i, j) maps to cube (x, y) = (-1 + 2 (j + 0.5) / w, -1 + 2 (i + 0.5) / h),
+    # the centre of that pixel in the plane's [-1, 1] coordinates, whatever its depth; cube z is the normalized depth.
+    near, far = 1.0, 4.0
+    for spacing in ("depth", "disparity"):
+        camera = NDCCamera(PinholeCamera(K, (480, 640), near, far), spacing=spacing)
+        rays = camera.rays((3, 5))
+        t, _ = sample_along_rays(near, far, 7, stratified=True, shape=(1, 1), spacing=spacing)
+        cube = camera.to_cube(rays.points(t))  # (1, 15, 7, 3)
+        v, u = torch.meshgrid(torch.arange(3.0), torch.arange(5.0), indexing="ij")
+        x = (-1 + 2 * (u.reshape(-1) + 0.5) / 5)[:, None].expand(15, 7)
+        y = (-1 + 2 * (v.reshape(-1) + 0.5) / 3)[:, None].expand(15, 7)
+        torch.testing.assert_close(cube[0, ..., 0], x, rtol=0, atol=1e-5)
+        torch.testing.assert_close(cube[0, ..., 1], y, rtol=0, atol=1e-5)
+        z = t[0, 0]
+        expected = 2 * (z - near) / (far - near) - 1 if spacing == "depth" else 2 * (1 - 1 / z) / (1 - 1 / far) - 1
+        torch.testing.assert_close(cube[0, ..., 2], expected.expand(15, 7), rtol=0, atol=1e-5)
+        # the factored description of the same samples
+        grid = camera.grid((3, 5), t)
+        torch.testing.assert_close(grid.points(), cube, rtol=0, atol=1e-5)
+
+
+def test_ndc_partner_rays_map_into_the_source_cube():
+    # A partner camera B one metre to the right of A, looking the same way: the A-frame point of B's pixel at depth z
+    # is p = (x_B + 1, y_B, z); A sees it at u = fx (x_B + 1) / z + s y / z + cx, i.e. shifted right by fx / z pixels.
+    near, far = 1.0, 5.0
+    to_a = torch.eye(4)[None].clone()
+    to_a[0, 0, 3] = 1.0
+    source = PinholeCamera(K, (480, 640), near, far)
+    camera = NDCCamera(source, PinholeCamera(K, (480, 640), near, far, to_a))
+    rays = camera.rays((3, 5))
+    assert camera.grid((3, 5), torch.ones(1, 1, 4)) is None  # a moved camera takes the general path
+    t = torch.tensor([[[2.0, 4.0]]])
+    cube = camera.to_cube(rays.points(t))
+    own = NDCCamera(source).to_cube(source.rays((3, 5)).points(t))
+    shift = 2 * 500.0 / t[0, 0] / 640  # fx / z pixels in cube units (2 / W per pixel)
+    torch.testing.assert_close(cube[..., 0], own[..., 0] + shift, rtol=0, atol=1e-5)
+    torch.testing.assert_close(cube[..., 1:], own[..., 1:], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_camera_math_is_float32_under_autocast(dtype):
+    source = PinholeCamera(K.to(dtype), (480, 640), 1.0, 4.0)
+    with torch.autocast("cpu", dtype=dtype):
+        camera = NDCCamera(source, PinholeCamera(K, (480, 640), 1.0, 4.0, torch.eye(4)[None].to(dtype)))
+        rays = camera.rays((3, 5))
+        cube = camera.to_cube(rays.points(torch.full((1, 1, 2), 2.0)))
+        ortho = OrthographicCamera(1.0, 4.0, torch.eye(4)[None].to(dtype)).rays((2, 2), 1, "cpu")
+    assert rays.directions.dtype == cube.dtype == ortho.origins.dtype == torch.float32
 
 
 def test_sample_along_rays_midpoints_and_stratified_bins():
@@ -92,16 +113,25 @@ def test_sample_along_rays_midpoints_and_stratified_bins():
     assert not torch.allclose(t, (edges[:, :-1] + edges[:, 1:]) / 2)
 
 
-def test_frustum_box_and_points_to_cube():
-    K = torch.tensor([[[10.0, 0.0, 4.0], [0.0, 20.0, 2.0], [0.0, 0.0, 1.0]]], dtype=D64)
-    box_min, box_max = frustum_box(K, 4, 8, 1.0, 3.0)
-    # x = (u - 4) / 10 * z for u in {0, 8}, y = (v - 2) / 20 * z for v in {0, 4}: extremes at z = far
-    torch.testing.assert_close(box_min, torch.tensor([[-1.2, -0.3, 1.0]], dtype=D64))
-    torch.testing.assert_close(box_max, torch.tensor([[1.2, 0.3, 3.0]], dtype=D64))
-    xyz = torch.tensor([[[-1.2, -0.3, 1.0], [1.2, 0.3, 3.0], [0.0, 0.0, 2.0], [0.6, 0.15, 2.5]]], dtype=D64)
-    torch.testing.assert_close(points_to_cube(xyz, box_min, box_max),
-                               torch.tensor([[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0],
-                                              [0.5, 0.5, 0.5]]], dtype=D64))
+def test_stratified_jitter_is_shared_by_the_rays_of_an_image():
+    # shape (B, 1): one jitter per image and sample index, broadcast over the rays of per-ray near/far
+    near = torch.tensor([[[1.0], [2.0], [3.0]]]).expand(2, 3, 1)
+    t, deltas = sample_along_rays(near, near + 1.0, 4, stratified=True, shape=(2, 1),
+                                  generator=torch.Generator().manual_seed(1))
+    assert t.shape == deltas.shape == (2, 3, 4)
+    torch.testing.assert_close(t - near, (t - near)[:, :1].expand(2, 3, 4))  # same offsets on every ray
+    assert not torch.allclose(t[0], t[1])  # a fresh draw per image
+
+
+def test_disparity_spacing():
+    # near 1, far 4: disparity edges 1, 0.8125, 0.625, 0.4375, 0.25 -> t edges 1, 16/13, 1.6, 16/7, 4; midpoints in
+    # disparity 0.90625, 0.71875, 0.53125, 0.34375 -> t = their inverses; deltas = t edge differences, summing to 3
+    t, deltas = sample_along_rays(1.0, 4.0, 4, stratified=False, shape=(1,), spacing="disparity", dtype=D64)
+    torch.testing.assert_close(t[0], 1 / torch.tensor([0.90625, 0.71875, 0.53125, 0.34375], dtype=D64))
+    edges = torch.tensor([1.0, 16 / 13, 1.6, 16 / 7, 4.0], dtype=D64)
+    torch.testing.assert_close(deltas[0], edges[1:] - edges[:-1])
+    with pytest.raises(Mtl3dError, match="spacing 'log'"):
+        sample_along_rays(1.0, 4.0, 4, stratified=False, shape=(1,), spacing="log")
 
 
 # ---------------------------------------------------------------- tri-plane
@@ -142,6 +172,24 @@ def test_sample_triplane_aggregations_at_a_shared_grid_point():
         out = sample_triplane(planes, xyz, name)
         assert out.shape == (2, 1, triplane_feature_dim(c, name))
         torch.testing.assert_close(out[:, 0], value)
+        grid = CubeGrid(xyz[:, 0, :1], xyz[:, 0, 1:2], xyz[:, 0, 2:])
+        torch.testing.assert_close(sample_triplane_grid(planes, grid, name)[:, 0, 0], value)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_factored_lookup_equals_the_per_sample_lookup_with_gradients(aggregation):
+    # a random grid (some coordinates outside the cube, one shared x/y over the batch), float32 as in training
+    generator = torch.Generator().manual_seed(7)
+    planes = torch.randn(2, 3, 4, 5, 6, generator=generator, requires_grad=True)
+    grid = CubeGrid(torch.rand(1, 7, generator=generator) * 2.2 - 1.1, torch.rand(1, 3, generator=generator) * 2 - 1,
+                    torch.rand(2, 6, generator=generator) * 2.2 - 1.1)
+    weights = torch.randn(2, 21, 6, triplane_feature_dim(4, aggregation), generator=generator)
+    factored = sample_triplane_grid(planes, grid, aggregation)
+    (grad_factored,) = torch.autograd.grad((factored * weights).sum(), planes)
+    direct = sample_triplane(planes, grid.points(), aggregation)
+    (grad_direct,) = torch.autograd.grad((direct * weights).sum(), planes)
+    torch.testing.assert_close(factored, direct, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_factored, grad_direct, rtol=0, atol=1e-5)
 
 
 def test_sample_triplane_outside_the_cube_and_extra_dims():
@@ -152,6 +200,7 @@ def test_sample_triplane_outside_the_cube_and_extra_dims():
     # x out of the cube: the xy and xz planes give zeros, the yz plane still reads 1; all out: 0; inside: 3
     assert out[0, 0, :, 0].tolist() == [1.0, 0.0, 3.0]
     assert inside_cube(xyz)[0, 0].tolist() == [False, False, True]
+    assert CubeSamples(xyz=xyz[0]).inside()[0].tolist() == [False, False, True]
     border = sample_triplane(planes, xyz, padding_mode="border")
     assert border[0, 0, :, 0].tolist() == [3.0, 3.0, 3.0]
 
@@ -195,102 +244,120 @@ def test_weights_gradients_are_finite_where_alpha_is_one():
     assert sigma.grad.abs().max().item() == 0.0
 
 
+def _constant(sigma_value: float):
+    def field(samples: CubeSamples):
+        points = samples.points()
+        return torch.full(points.shape[:-1], sigma_value), torch.ones(*points.shape[:-1], 1)
+
+    return field
+
+
 @pytest.mark.parametrize("stratified", [False, True])
-def test_constant_density_gives_exact_opacity(stratified):
+@pytest.mark.parametrize("camera", ["orthographic", "ndc"])
+def test_constant_density_gives_exact_opacity(stratified, camera):
+    # opacity = 1 - exp(-sigma L): L = 2 cube units (orthographic t in [0, 2]) or far - near = 2.5 m (pinhole)
     sigma_value, near, far = 0.7, 0.5, 3.0
-    origins, directions = orthographic_rays(2, 3, dtype=D64)
-    generator = torch.Generator().manual_seed(3)
-    out = render_field(lambda p: (torch.full(p.shape[:-1], sigma_value, dtype=D64), torch.ones(*p.shape[:-1], 1,
-                                                                                                 dtype=D64)),
-                       origins[None], directions[None], near, far, 7, stratified=stratified, generator=generator)
-    expected = 1 - math.exp(-sigma_value * (far - near))
-    torch.testing.assert_close(out["opacity"], torch.full((1, 6), expected, dtype=D64))
-    torch.testing.assert_close(out["values"][..., 0], out["opacity"])
+    if camera == "orthographic":
+        cam, length = OrthographicCamera(near, far), 2.0
+    else:
+        cam, length = NDCCamera(PinholeCamera(K, (480, 640), near, far)), far - near
+    out = render_field(_constant(sigma_value), cam, (2, 3), 1, 7, stratified=stratified,
+                       generator=torch.Generator().manual_seed(3))
+    expected = 1 - math.exp(-sigma_value * length)
+    torch.testing.assert_close(out.opacity, torch.full((1, 6), expected))
+    torch.testing.assert_close(out.values[..., 0], out.opacity)
 
 
 @pytest.mark.parametrize("stratified", [False, True])
 def test_opaque_slab_renders_its_depth_and_value(stratified):
-    z0, thickness, n = 0.3, 0.1, 64
-    slab_value = torch.tensor([0.2, 0.5, 0.9], dtype=D64)
+    z0, thickness, n, near, far = 0.3, 0.1, 64, 1.0, 5.0
+    slab_value = torch.tensor([0.2, 0.5, 0.9])
 
-    def slab(points):
-        z = points[..., 2]
+    def slab(samples):
+        z = samples.points()[..., 2]
         occupied = (z >= z0) & (z <= z0 + thickness)
         sigma = torch.where(occupied, torch.full_like(z, 1e6), torch.zeros_like(z))
-        values = torch.where(occupied[..., None], slab_value, torch.ones(3, dtype=D64))
+        values = torch.where(occupied[..., None], slab_value, torch.ones(3))
         return sigma, values
 
-    origins, directions = orthographic_rays(3, 2, dtype=D64)
-    out = render_field(slab, origins[None], directions[None], 0.0, 2.0, n, stratified=stratified,
+    out = render_field(slab, OrthographicCamera(near, far), (3, 2), 1, n, stratified=stratified,
                        generator=torch.Generator().manual_seed(5))
-    # rays start at z = -1 with unit z direction, so depth t sits at z = t - 1. Bins are 1/32 wide; z0 = 0.3 lies in
-    # bin 41 (z in [0.28125, 0.3125]). Midpoints: bin 41's 0.296875 misses the slab, bin 42's 0.328125 is the first
-    # hit. Stratified: the first hit is bin 41's or bin 42's sample, so within [z0, z0 + 2 bins).
-    depth_z = out["depth"] - 1.0
+    # rays start at z = -1 with unit z direction, so t sits at z = t - 1 and depth = near + t (far - near) / 2 metres.
+    # Bins are 1/32 wide; z0 = 0.3 lies in bin 41 (z in [0.28125, 0.3125]). Midpoints: bin 41's 0.296875 misses the
+    # slab, bin 42's 0.328125 is the first hit. Stratified: the first hit is in bin 41 or 42, so within [z0, z0 + 2 bins).
+    depth_z = (out.depth - near) / ((far - near) / 2) - 1.0
     if stratified:
-        assert ((depth_z >= z0) & (depth_z < z0 + 2 / 32)).all()
+        assert ((depth_z >= z0 - 1e-6) & (depth_z < z0 + 2 / 32)).all()
     else:
-        torch.testing.assert_close(depth_z, torch.full((1, 6), 0.328125, dtype=D64))
-    torch.testing.assert_close(out["opacity"], torch.ones(1, 6, dtype=D64))
-    torch.testing.assert_close(out["values"], slab_value.expand(1, 6, 3))
+        torch.testing.assert_close(depth_z, torch.full((1, 6), 0.328125))
+    torch.testing.assert_close(out.opacity, torch.ones(1, 6))
+    torch.testing.assert_close(out.values, slab_value.expand(1, 6, 3))
 
 
 def test_empty_ray_depth_goes_to_far_only_when_asked():
-    origins, directions = orthographic_rays(1, 2, dtype=D64)
+    def empty(samples):
+        points = samples.points()
+        return torch.zeros(points.shape[:-1]), torch.zeros(*points.shape[:-1], 1)
 
-    def empty(points):
-        return torch.zeros(points.shape[:-1], dtype=D64), torch.zeros(*points.shape[:-1], 1, dtype=D64)
+    camera = NDCCamera(PinholeCamera(K, (480, 640), 1.5, 2.0))
+    assert render_field(empty, camera, (1, 2), 1, 4).depth.tolist() == [[0.0, 0.0]]
+    assert render_field(empty, camera, (1, 2), 1, 4, empty_depth_at_far=True).depth.tolist() == [[2.0, 2.0]]
+    # orthographic: the far end t = 2 of the cube is `far` metres
+    assert render_field(empty, OrthographicCamera(0.5, 3.0), (1, 2), 1, 4,
+                        empty_depth_at_far=True).depth.tolist() == [[3.0, 3.0]]
 
-    far = torch.tensor([[[2.0], [1.5]]], dtype=D64)
-    assert render_field(empty, origins[None], directions[None], 0.0, far, 4)["depth"].tolist() == [[0.0, 0.0]]
-    out = render_field(empty, origins[None], directions[None], 0.0, far, 4, empty_depth_at_far=True)
-    assert out["depth"].tolist() == [[2.0, 1.5]]
 
+def _field_of(planes: torch.Tensor, scale: float = 1.0, factored: bool = True):
+    """A tri-plane field: density softplus(feature 0) * 4 * scale, values = the other features."""
 
-def _field_of(planes: torch.Tensor, to_cube=lambda p: p):
-    """A tri-plane field: density softplus(feature 0) * 4 inside the cube, values = the other features."""
-
-    def field(points):
-        xyz = to_cube(points)
-        feats = sample_triplane(planes, xyz)
-        sigma = torch.nn.functional.softplus(feats[..., 0]) * 4.0 * inside_cube(xyz)
-        return sigma, feats[..., 1:]
+    def field(samples):
+        if factored and samples.grid is not None:
+            feats = sample_triplane_grid(planes, samples.grid)
+        else:
+            feats = sample_triplane(planes, samples.points())
+        return torch.nn.functional.softplus(feats[..., 0]) * 4.0 * scale, feats[..., 1:]
 
     return field
 
 
 def test_chunked_rendering_equals_unchunked():
-    generator = torch.Generator().manual_seed(2)
-    planes = torch.randn(2, 3, 4, 6, 6, generator=generator, dtype=D64)
-    origins, directions = orthographic_rays(5, 7, dtype=D64)
-    origins, directions = origins.expand(2, -1, -1), directions.expand(2, -1, -1)
-    kwargs = dict(stratified=True)
-    whole = render_field(_field_of(planes), origins, directions, 0.0, 2.0, 9,
-                         generator=torch.Generator().manual_seed(9), **kwargs)
-    chunked = render_field(_field_of(planes), origins, directions, 0.0, 2.0, 9, chunk=4,
-                           generator=torch.Generator().manual_seed(9), **kwargs)
+    planes = torch.randn(2, 3, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    for camera in (OrthographicCamera(0.5, 3.0), NDCCamera(PinholeCamera(K.expand(2, 3, 3), (480, 640), 0.5, 3.0))):
+        whole = render_field(_field_of(planes), camera, (5, 7), 2, 9, stratified=True,
+                             generator=torch.Generator().manual_seed(9))
+        chunked = render_field(_field_of(planes), camera, (5, 7), 2, 9, stratified=True, chunk=20,
+                               generator=torch.Generator().manual_seed(9))  # 1 row per chunk
+        for key in ("values", "depth", "opacity"):
+            torch.testing.assert_close(getattr(chunked, key), getattr(whole, key), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+def test_factored_render_equals_the_per_sample_render(stratified):
+    planes = torch.randn(2, 3, 4, 6, 6, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    camera = NDCCamera(PinholeCamera(K.expand(2, 3, 3), (480, 640), 0.5, 3.0))
+    outs = []
+    for factored in (True, False):
+        out = render_field(_field_of(planes, factored=factored), camera, (5, 7), 2, 9, stratified=stratified,
+                           factored=factored, generator=torch.Generator().manual_seed(4))
+        (grad,) = torch.autograd.grad(out.values.sum() + out.depth.sum(), planes)
+        outs.append((out, grad))
+    (a, grad_a), (b, grad_b) = outs
     for key in ("values", "depth", "opacity"):
-        torch.testing.assert_close(chunked[key], whole[key], rtol=0, atol=1e-14)
+        torch.testing.assert_close(getattr(a, key), getattr(b, key), rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad_a, grad_b, rtol=0, atol=1e-5)
 
 
-def test_orthographic_and_far_narrow_perspective_camera_agree():
-    # a camera at distance D with focal f = D * W / 2 sees a 2 x 2 x 2 box around z = D almost orthographically:
-    # frustum_box + points_to_cube map its samples to the orthographic ones up to a relative 2 / (D + 1), so the two
-    # renders differ by O(1 / D) (measured: 1.7e-3 at D = 1e4, 1.7e-5 at D = 1e6).
-    height, width, n, distance = 4, 6, 16, 1e6
-    planes = torch.randn(1, 3, 3, 5, 5, generator=torch.Generator().manual_seed(4), dtype=D64)
-    origins, directions = orthographic_rays(height, width, dtype=D64)
-    ortho = render_field(_field_of(planes), origins[None], directions[None], 0.0, 2.0, n)
-    f = distance * width / 2
-    K = torch.tensor([[[f, 0.0, width / 2], [0.0, f * height / width, height / 2], [0.0, 0.0, 1.0]]], dtype=D64)
-    near, far = distance - 1, distance + 1
-    box_min, box_max = frustum_box(K, height, width, near, far)
-    origins, directions = pinhole_rays(K, height, width)
-    to_cube = lambda p: points_to_cube(p, box_min, box_max)  # noqa: E731
-    persp = render_field(_field_of(planes, to_cube), origins, directions, near, far, n)
-    torch.testing.assert_close(persp["values"], ortho["values"], rtol=0, atol=1e-4)
-    torch.testing.assert_close(persp["opacity"], ortho["opacity"], rtol=0, atol=1e-4)
-    torch.testing.assert_close(persp["depth"] - near * persp["opacity"], ortho["depth"], rtol=0, atol=1e-4)
+def test_own_view_of_the_ndc_camera_is_the_orthographic_render_in_metres():
+    # Both put the samples of pixel (i, j) at cube (x_j, y_i) and sample index k at cube z = -1 + 2 (k + 0.5) / N; t
+    # runs over 2 cube units (orthographic) or far - near metres (NDC, depth spacing). With sigma_ndc = sigma_ortho *
+    # 2 / (far - near) every sigma * delta agrees, so values and opacity are equal and both depths are in metres.
+    near, far = 0.5, 4.5
+    planes = torch.randn(1, 3, 3, 5, 5, generator=torch.Generator().manual_seed(4), dtype=D64).float()
+    ortho = render_field(_field_of(planes), OrthographicCamera(near, far), (4, 6), 1, 16, empty_depth_at_far=True)
+    ndc = render_field(_field_of(planes, scale=2.0 / (far - near)), NDCCamera(PinholeCamera(K, (480, 640), near, far)),
+                       (4, 6), 1, 16, empty_depth_at_far=True)
+    for key in ("values", "depth", "opacity"):
+        torch.testing.assert_close(getattr(ndc, key), getattr(ortho, key), rtol=1e-5, atol=1e-5)
 
 
 def test_gradcheck_triplane_weights_composite():

@@ -17,7 +17,6 @@ from mtl3dcli.data.dataset import default_intrinsics
 from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import model_from_weights
-from mtl3dcli.models.regularizer import RenderCamera
 from mtl3dcli.inference import inference_size
 from mtl3dcli.commands.views import (DEFAULT_FOV_DEG, PATHS, camera_path, novel_view_transform, render_fields, rotation,
                             run_render_views)
@@ -128,9 +127,11 @@ def test_default_size_is_four_times_the_training_render(tiny_weights, photo, tmp
 def test_frame_zero_on_disk_is_the_training_view_render(tiny_weights, photo, tmp_path):
     run_render_views(photo, tiny_weights, out=tmp_path, frames=FRAMES, size=SIZE, device="cpu")
     weights, model = loaded(tiny_weights)
+    reg = model.regularizer
     with torch.no_grad():
-        planes = model.regularizer.planes(model.net(preprocessed(photo, weights)).features)
-        opacity = model.regularizer.render(planes, RenderCamera(), size=SIZE)["opacity"][0, 0]
+        planes = reg.planes(model.net(preprocessed(photo, weights)).features)
+        camera = reg.view_camera(torch.eye(3)[None], SIZE)  # orthographic: K is not used
+        opacity = reg.render(planes, camera, size=SIZE).opacity[0, 0]
     expected = np.round(opacity.clamp(0, 1).numpy() * 255).astype(np.uint8)
     np.testing.assert_array_equal(iio.imread(tmp_path / "frames" / "opacity" / "000.png")[..., 0], expected)
 
@@ -140,25 +141,24 @@ def test_pose_zero_reproduces_the_regularizer_render_and_other_poses_differ(fixt
     weights, model = loaded(request.getfixturevalue(fixture))
     image = preprocessed(photo, weights)
     reg = model.regularizer
-    fields = render_fields(model, image, camera_path("orbit", FRAMES, 15.0))
+    renders = render_fields(model, image, camera_path("orbit", FRAMES, 15.0))
+    # a new photo has no intrinsics: render-views assumes a 60 degree field of view (the orthographic camera
+    # ignores K); a camera moved by the identity takes the general (unfactored) path and must agree
+    K = default_intrinsics(tuple(image.shape[-2:]), DEFAULT_FOV_DEG)[None]
     with torch.no_grad():
         planes = reg.planes(model.net(image).features)
-        if reg.perspective:  # a new photo has no intrinsics: render-views assumes a 60 degree field of view
-            K = default_intrinsics(tuple(image.shape[-2:]), DEFAULT_FOV_DEG)[None]
-            camera = RenderCamera(K_src=K, image_size=tuple(image.shape[-2:]))
-        else:  # the training camera of the orthographic regularizer
-            camera = RenderCamera()
-        direct = reg.render(planes, camera, stratified=False)
-        identity = reg.render(planes, RenderCamera(K_src=camera.K_src, image_size=camera.image_size,
-                                                   transform=torch.eye(4)[None]), stratified=False)
-    assert set(fields) == set(direct)
-    for name, value in direct.items():
-        assert len(fields[name]) == FRAMES
-        assert fields[name][0].shape == value[0].shape == (value.shape[1], 8, 12)
-        torch.testing.assert_close(fields[name][0], value[0], rtol=0, atol=0)
-        torch.testing.assert_close(identity[name], value, rtol=1e-5, atol=1e-5)
+        direct = reg.render(planes, reg.view_camera(K, tuple(image.shape[-2:])), stratified=False)
+        identity = reg.render(planes, reg.view_camera(K, tuple(image.shape[-2:]), torch.eye(4)[None]),
+                              stratified=False)
+    assert len(renders) == FRAMES
+    maps = lambda r: {**r.tasks, "opacity": r.opacity, "feature": r.feature}  # noqa: E731
+    for name, value in maps(direct).items():
+        assert maps(renders[0])[name].shape == value.shape and value.shape[-2:] == (8, 12)
+        torch.testing.assert_close(maps(renders[0])[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(maps(identity)[name], value, rtol=1e-5, atol=1e-5)
     for k in range(1, FRAMES):
-        change = max(float((fields[name][k] - fields[name][0]).abs().max()) for name in ("depth", "feature"))
+        change = max(float((getattr(renders[k], name) - getattr(renders[0], name)).abs().max())
+                     for name in ("depth", "feature"))
         assert change > 1e-4, f"frame {k} looks exactly like the input view"
 
 

@@ -2,7 +2,7 @@
 
 The image goes through the encoder and the regularizer's projector once; the resulting tri-plane is rendered for
 every pose of a camera path. Orthographic models rotate their rays about the cube centre; perspective models
-rotate the pinhole camera about a pivot on its optical axis at mid depth. Pose 0 is the input view itself: for
+rotate the pinhole camera about a pivot on its optical axis at mid depth (through `Regularizer.view_camera`). Pose 0 is the input view itself: for
 orthographic models frame 0 is exactly the render the regularizer was supervised with during training; perspective
 models see a new photo through an assumed 60-degree pinhole (training used each sample's own K).
 """
@@ -24,6 +24,7 @@ from mtl3dcli.inference import InferenceSession
 from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.models.regularizer import Renders
 from mtl3dcli.colors import colormap
 
 PATHS = ("orbit", "spiral", "swing")
@@ -73,9 +74,9 @@ def novel_view_transform(yaw_deg: float, pitch_deg: float, pivot: tuple[float, f
 
 @torch.no_grad()
 def render_fields(model: MTL3DModel, image: torch.Tensor, poses: list[tuple[float, float]],
-                  size: tuple[int, int] | None = None) -> dict[str, list[torch.Tensor]]:
-    """image (1, 3, H, W) in [0, 1] -> {field: [per pose render (C, h, w)]} for every rendered task, "depth",
-    "opacity" and "feature"."""
+                  size: tuple[int, int] | None = None) -> list[Renders]:
+    """image (1, 3, H, W) in [0, 1] -> the regularizer's renders (`Renders`), one per pose. Normals come out in each
+    novel camera's frame."""
     reg = model.regularizer
     if reg is None:
         raise Mtl3dError("these weights have no regularizer; render-views needs a model trained with it")
@@ -83,15 +84,14 @@ def render_fields(model: MTL3DModel, image: torch.Tensor, poses: list[tuple[floa
     height, width = image.shape[-2:]
     K = default_intrinsics((height, width), DEFAULT_FOV_DEG).to(image)[None]
     pivot = (0.0, 0.0, 0.0) if not reg.perspective else (0.0, 0.0, 0.5 * (reg.near + reg.far))
-    fields: dict[str, list[torch.Tensor]] = {}
+    renders = []
     for yaw, pitch in poses:
         transform = None
         if (yaw, pitch) != (0.0, 0.0):
             transform = novel_view_transform(yaw, pitch, pivot).to(image)[None]
-        out = reg.render(planes, reg.view_camera(K, (height, width), transform), size=size, stratified=False)
-        for key, value in out.items():
-            fields.setdefault(key, []).append(value[0])
-    return fields
+        renders.append(reg.render(planes, reg.view_camera(K, (height, width), transform), size=size,
+                                  stratified=False))
+    return renders
 
 
 def feature_pca(maps: list[torch.Tensor]) -> list[np.ndarray]:
@@ -113,20 +113,21 @@ def feature_pca(maps: list[torch.Tensor]) -> list[np.ndarray]:
     return frames
 
 
-def colorize_fields(model: MTL3DModel, fields: dict[str, list[torch.Tensor]]) -> dict[str, list[np.ndarray]]:
-    """Rendered tensors -> uint8 RGB frames per field (task colours, depth colormap, grey opacity, feature PCA)."""
+def colorize_fields(model: MTL3DModel, renders: list[Renders]) -> dict[str, list[np.ndarray]]:
+    """Renders -> uint8 RGB frames per field: each decoded task in its colours, then depth (colormap), opacity
+    (grey) and features (PCA)."""
     meta = model.meta
     lo, hi = meta.depth_range
+    tasks = {task.name: task for task in model.regularizer.tasks}
     out: dict[str, list[np.ndarray]] = {}
-    for task in model.regularizer.tasks:
-        if task.rendered_as_depth:
-            continue
-        out[task.name] = [task.colorize(task.activate(m[None].float())[0].cpu().numpy(), meta)
-                          for m in fields[task.name]]
-    out["depth"] = [colormap((m[0].cpu().numpy() - lo) / max(hi - lo, 1e-6)) for m in fields["depth"]]
-    out["opacity"] = [np.repeat(np.round(m[0].clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)[..., None], 3, -1)
-                      for m in fields["opacity"]]
-    out["features"] = feature_pca([m.float().cpu() for m in fields["feature"]])
+    for name in renders[0].decoded:
+        task = tasks[name]
+        out[name] = [task.colorize(task.activate(r.decoded[name][:1].float())[0].cpu().numpy(), meta)
+                     for r in renders]
+    out["depth"] = [colormap((r.depth[0, 0].float().cpu().numpy() - lo) / max(hi - lo, 1e-6)) for r in renders]
+    out["opacity"] = [np.repeat(np.round(r.opacity[0, 0].clamp(0, 1).float().cpu().numpy() * 255)
+                                .astype(np.uint8)[..., None], 3, -1) for r in renders]
+    out["features"] = feature_pca([r.feature[0].float().cpu() for r in renders])
     return out
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -47,3 +47,14 @@ def move_batch(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: move_batch(v, device) for k, v in batch.items()}
     return batch
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a DataLoader's worker processes now. Persistent workers otherwise live as long as the loader, and
+    workers torn down at interpreter exit while a queue is still being fed print a traceback, which an error that
+    stops a run must not add to its one line. (PyTorch has no public call for this: `_shutdown_workers` is the
+    one its own iterator finalizer uses.)"""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None

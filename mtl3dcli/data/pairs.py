@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 from mtl3dcli.data.layout import Camera
+from mtl3dcli.geometry import camera_rays, project, relative_pose, scale_intrinsics, transform_points
 
 
 def view_overlap(K_a: np.ndarray, pose_a: np.ndarray, K_b: np.ndarray, pose_b: np.ndarray,
@@ -19,21 +21,18 @@ def view_overlap(K_a: np.ndarray, pose_a: np.ndarray, K_b: np.ndarray, pose_b: n
     land in front of camera B and inside its (H_b, W_b) image.
 
     K_*: (3, 3) intrinsics; pose_*: (4, 4) camera-to-world; size_*: (H, W) the sizes the intrinsics belong to.
-    Example: identical cameras give 1.0; B shifted sideways by half the view width at `depth` gives 0.5.
+    The lattice is the pixel centres of A's intrinsics scaled to a grid x grid image. Example: identical cameras give
+    1.0; B shifted sideways by half the view width at `depth` gives 0.5.
     """
-    height_a, width_a = size_a
+    K_a, K_b = (torch.as_tensor(np.asarray(k, np.float64)) for k in (K_a, K_b))
+    lattice = scale_intrinsics(K_a, size_a, (grid, grid))
+    points_a = camera_rays(lattice, grid, grid) * depth  # (grid, grid, 3) in camera A, z = depth
+    a_to_b = relative_pose(torch.as_tensor(np.asarray(pose_b, np.float64)),
+                           torch.as_tensor(np.asarray(pose_a, np.float64)))
+    uv, z = project(transform_points(a_to_b, points_a), K_b)
     height_b, width_b = size_b
-    u, v = np.meshgrid((np.arange(grid) + 0.5) / grid * width_a, (np.arange(grid) + 0.5) / grid * height_a)
-    pixels = np.stack([u.ravel(), v.ravel(), np.ones(u.size)])  # (3, N)
-    points_a = np.linalg.solve(np.asarray(K_a, np.float64), pixels) * depth  # (3, N) camera-A frame, z = depth
-    world = np.asarray(pose_a, np.float64) @ np.vstack([points_a, np.ones(u.size)])
-    points_b = (np.linalg.inv(np.asarray(pose_b, np.float64)) @ world)[:3]
-    in_front = points_b[2] > 1e-6
-    projected = np.asarray(K_b, np.float64) @ points_b
-    z = np.where(in_front, projected[2], 1.0)
-    pu, pv = projected[0] / z, projected[1] / z
-    inside = in_front & (pu >= 0) & (pu < width_b) & (pv >= 0) & (pv < height_b)
-    return float(inside.mean())
+    inside = (z > 1e-6) & (uv[..., 0] >= 0) & (uv[..., 0] < width_b) & (uv[..., 1] >= 0) & (uv[..., 1] < height_b)
+    return float(inside.double().mean())
 
 
 def find_partners(cameras: dict[str, Camera], ids: list[str], image_sizes: dict[str, tuple[int, int]],

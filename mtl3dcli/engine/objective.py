@@ -7,6 +7,12 @@
 w_t is the task's multi-task weight (registry default or train.loss_weights), alpha_t the per-task regularizer
 weight (regularizer.alpha, default regularizer.default_alpha) and alpha'_t = cross_alpha * alpha_t. Rendered maps
 are upsampled (bilinear) to the label resolution before the loss.
+
+Cross-view: view A's tri-plane (in A's camera frame) is rendered from its partner camera B (`Regularizer.
+partner_camera`); normals come out in B's frame, and only B's pixels that A also sees are supervised: B's depth
+label back-projected, moved into A, inside A's image and agreeing with A's depth label within
+regularizer.cross_tolerance (`geometry.covisible`). The covisible fraction of B's pixels with a known depth is
+returned as the term "cross/visible": a diagnostic, not part of the total.
 """
 
 from __future__ import annotations
@@ -19,8 +25,7 @@ from torch import nn
 from mtl3dcli.config import Config
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.models.layers import upsample_maps
-from mtl3dcli.models.regularizer import RenderCamera
-from mtl3dcli.render.rays import relative_pose
+from mtl3dcli.geometry import covisible, relative_pose
 
 
 class Objective(nn.Module):
@@ -32,9 +37,11 @@ class Objective(nn.Module):
         self.alpha = {t.name: reg.alpha.get(t.name, reg.default_alpha) for t in model.tasks}
         self.cross_alpha = reg.cross_alpha
         self.cross_view = reg.cross_view
+        self.cross_tolerance = reg.cross_tolerance
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns the total loss and each weighted term (for logging) keyed `task`, `render/task`, `cross/task`."""
+        """Returns the total loss and each weighted term (for logging) keyed `task`, `aux/<group>/task`,
+        `render/task`, `cross/task`, plus the diagnostic `cross/visible` (not in the total)."""
         model = self.model
         image, labels, valid = batch["image"], batch["labels"], batch["valid"]
         size = tuple(image.shape[-2:])
@@ -47,24 +54,42 @@ class Objective(nn.Module):
                 if t.name in up_aux:
                     terms[f"aux/{group}/{t.name}"] = self.weights[t.name] * t.loss(up_aux[t.name], labels[t.name],
                                                                                    valid[t.name])
+        diagnostics = {}
         reg = model.regularizer
         if reg is not None:
             planes = reg.planes(out.features)
             rendered = reg.render(planes, reg.view_camera(batch["K"], size), stratified=self.training)
-            up = upsample_maps({t.name: rendered[t.name] for t in reg.tasks}, size)
+            up = upsample_maps(rendered.tasks, size)
             for t in reg.tasks:
                 weight = self.alpha[t.name] * self.weights[t.name]
                 terms[f"render/{t.name}"] = weight * t.loss(up[t.name], labels[t.name], valid[t.name])
             if self.cross_view and "pair" in batch:
-                pair = batch["pair"]
-                cross = RenderCamera(K_src=batch["K"], image_size=size, K=pair["K"],
-                                     transform=relative_pose(batch["pose"], pair["pose"]))
-                rendered_b = reg.render(planes, cross, stratified=self.training)
-                up_b = upsample_maps({t.name: rendered_b[t.name] for t in reg.tasks}, size)
-                has_pair = batch["has_pair"].view(-1, 1, 1).bool()
-                for t in reg.tasks:
-                    weight = self.cross_alpha * self.alpha[t.name] * self.weights[t.name]
-                    terms[f"cross/{t.name}"] = weight * t.loss(up_b[t.name], pair["labels"][t.name],
-                                                               pair["valid"][t.name] & has_pair)
+                self._cross_view(reg, planes, batch, size, terms, diagnostics)
         total = torch.stack(list(terms.values())).sum()
-        return total, terms
+        return total, {**terms, **diagnostics}
+
+    def _cross_view(self, reg, planes: torch.Tensor, batch: dict[str, Any], size: tuple[int, int],
+                    terms: dict[str, torch.Tensor], diagnostics: dict[str, torch.Tensor]) -> None:
+        """Render A's tri-plane from partner B and add `cross/<task>` on B's pixels that A sees."""
+        pair = batch["pair"]
+        depth_task = reg.depth_labels
+        pair_size = tuple(pair["valid"][depth_task].shape[-2:])
+        with torch.autocast(device_type=planes.device.type, enabled=False):  # camera math in float32
+            b_to_a = relative_pose(batch["pose"].float(), pair["pose"].float())
+
+            def known_depth(labels, valid):
+                return torch.where(valid[depth_task], labels[depth_task][:, 0].float(), 0.0)
+
+            seen = covisible(known_depth(pair["labels"], pair["valid"]), pair["K"].float(),
+                             known_depth(batch["labels"], batch["valid"]), batch["K"].float(), b_to_a,
+                             self.cross_tolerance)
+        has_pair = batch["has_pair"].view(-1, 1, 1).bool()
+        labelled = pair["valid"][depth_task] & has_pair
+        diagnostics["cross/visible"] = ((seen & labelled).sum() / labelled.sum().clamp_min(1)).detach().float()
+        camera = reg.partner_camera(batch["K"], size, pair["K"], pair_size, b_to_a)
+        rendered = reg.render(planes, camera, stratified=self.training)
+        up = upsample_maps(rendered.tasks, pair_size)
+        mask = seen & has_pair
+        for t in reg.tasks:
+            weight = self.cross_alpha * self.alpha[t.name] * self.weights[t.name]
+            terms[f"cross/{t.name}"] = weight * t.loss(up[t.name], pair["labels"][t.name], pair["valid"][t.name] & mask)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from mtl3dcli.config import Config, TrainConfig
 from mtl3dcli.data.dataset import MultiTaskDataset
-from mtl3dcli.data.loader import EpochSampler, move_batch
+from mtl3dcli.data.loader import EpochSampler, close_loader, move_batch
 from mtl3dcli.data.transforms import eval_transform, train_transform
 from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, shutdown
@@ -293,6 +293,9 @@ class Trainer:
                         break
         finally:
             self.logger.close()
+            for loader in (train_loader, getattr(self, "_val_loader", None)):
+                if loader is not None:
+                    close_loader(loader)
         return self._summary()
 
     def _start_run(self) -> None:

@@ -49,9 +49,8 @@ class MTL3DModel(nn.Module):
         reg = self.regularizer
         if reg is None:
             raise Mtl3dError("this model has no regularizer to render with")
-        out = reg.render(reg.planes(features), reg.view_camera(K, image_size, transform), size=size,
-                         stratified=stratified)
-        return Renders({t.name: out[t.name] for t in reg.tasks}, out["depth"], out["opacity"], out["feature"])
+        return reg.render(reg.planes(features), reg.view_camera(K, image_size, transform), size=size,
+                          stratified=stratified)
 
 
 def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None = None,

@@ -4,8 +4,9 @@ Following Li et al. (ICLR 2024): a light conv projects the fused encoder feature
 planes (xy, xz, yz) of C channels each, as in EG3D. Points sampled along camera rays read the planes
 (`sample_triplane`), a shared MLP decodes density and a feature, light per-task MLPs decode task values, and
 alpha compositing renders low-resolution task maps that the task losses supervise. Depth is not decoded by an MLP:
-it is the expected ray termination distance. Cameras are orthographic along +z through pixel centres (the paper)
-or pinhole from the sample's K; a pinhole camera can also be a partner view B (cross-view consistency).
+it is the expected ray termination distance. Cameras (`mtl3dcli.render.cameras`) are orthographic along +z through
+pixel centres (the paper) or the pixel-aligned perspective camera of the sample's K, which can also be seen from a
+partner view B (cross-view consistency).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from torch import nn
 
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.render.rays import (frustum_box, orthographic_rays, pinhole_rays, points_to_cube, sample_along_rays,
-                                  transform_rays)
-from mtl3dcli.render.triplane import inside_cube, sample_triplane, triplane_feature_dim
-from mtl3dcli.render.volume import accumulated_opacity, composite, expected_depth, render_weights
+from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
+from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
+from mtl3dcli.render.volume import render_field
 from mtl3dcli.tasks import Task, get_task
 
 
@@ -76,6 +76,7 @@ class TriplaneField(nn.Module):
         })
         self.activation = DENSITY_ACTIVATIONS[density_activation]
         self.feature_dim = density_hidden
+        self.channels = dict(channels)
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.shared(x)
@@ -87,37 +88,44 @@ class TriplaneField(nn.Module):
 
 @dataclass
 class Renders:
-    """Rendered maps, keyed apart from task names: tasks {task: (B, C_t, h, w)}, depth (B, 1, h, w) in metres,
-    opacity (B, 1, h, w), feature (B, F, h, w) (the composited shared feature, for visualization)."""
+    """The regularizer's maps of one camera at (h, w), keyed apart from task names.
+
+    tasks: {task: (B, C_t, h, w)} every rendered task in model order, raw outputs like the heads' (logits, unnormalized
+    normals in the rendered camera's frame); the depth task's entry is `depth` itself. depth: (B, 1, h, w) expected
+    ray termination z-depth in metres (empty space counts as far); opacity: (B, 1, h, w) in [0, 1]; feature:
+    (B, F, h, w) the composited shared feature (for visualization). depth_tasks: the tasks rendered as `depth`.
+    """
 
     tasks: dict[str, torch.Tensor]
     depth: torch.Tensor
     opacity: torch.Tensor
     feature: torch.Tensor
+    depth_tasks: tuple[str, ...] = ()
+
+    @property
+    def decoded(self) -> dict[str, torch.Tensor]:
+        """The tasks decoded by their own MLP (every task but the ones rendered as depth)."""
+        return {name: value for name, value in self.tasks.items() if name not in self.depth_tasks}
 
 
-@dataclass
-class RenderCamera:
-    """Which rays to cast. Orthographic: `transform` (B, 4, 4) moves the rays inside the cube (None = the training
-    view). Perspective: `K_src` (B, 3, 3) and `image_size` define the source frustum that the cube spans; `K` is
-    the rendering camera's intrinsics at `image_size` (None = K_src) and `transform` maps its frame into the
-    source camera frame (None = the source camera itself)."""
-
-    K_src: torch.Tensor | None = None
-    image_size: tuple[int, int] | None = None
-    K: torch.Tensor | None = None
-    transform: torch.Tensor | None = None
+def _camera_frame_vector(task: Task) -> bool:
+    """Whether the task's label is a 3-vector in the camera frame (surface normals). The registry says how a label
+    changes under a horizontal mirror, which is the change of camera frame diag(-1, 1, 1): a label whose signs
+    change exactly like that matrix is a camera-frame vector, and any other change of frame rotates it too."""
+    return task.flip_signs is not None and tuple(task.flip_signs) == (-1.0, 1.0, 1.0)
 
 
 class Regularizer(nn.Module):
     """Tri-plane projector + field + renderer for `tasks`. `channels` maps each task to its output channels; a task
-    whose registry entry says `rendered_as_depth` (depth) takes the expected termination distance instead."""
+    whose registry entry says `rendered_as_depth` (depth) takes the expected termination distance instead.
+    `depth_labels`: the model task whose labels are metric z-depth (the cross-view visibility test reads them)."""
 
     def __init__(self, config: RegularizerConfig, in_channels: int, tasks: list[Task], channels: dict[str, int],
-                 depth_range: tuple[float, float]):
+                 depth_range: tuple[float, float], depth_labels: str | None = None):
         super().__init__()
         self.config = config
         self.tasks = tasks
+        self.depth_labels = depth_labels
         self.projector = TriplaneProjector(in_channels, config.plane_channels, config.plane_size)
         decoded = {t.name: channels[t.name] for t in tasks if not t.rendered_as_depth}
         self.field = TriplaneField(triplane_feature_dim(config.plane_channels, config.aggregation),
@@ -135,78 +143,73 @@ class Regularizer(nn.Module):
     def planes(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
 
-    def view_camera(self, K_src: torch.Tensor, image_size: tuple[int, int],
-                    transform: torch.Tensor | None = None) -> RenderCamera:
-        """The source view (or one moved by `transform`) in this regularizer's camera model; orthographic rays
-        ignore the intrinsics."""
-        if self.perspective:
-            return RenderCamera(K_src=K_src, image_size=image_size, transform=transform)
-        return RenderCamera(transform=transform)
+    def view_camera(self, K: torch.Tensor, image_size: tuple[int, int],
+                    transform: torch.Tensor | None = None) -> Camera:
+        """The camera of the input view (K (B, 3, 3) at `image_size`), or one moved by `transform` (B, 4, 4):
+        orthographic (the paper; the transform is in cube units, K is not used) or the pixel-aligned perspective
+        camera (the transform maps the moved camera's frame into the input's, in metres)."""
+        if not self.perspective:
+            return OrthographicCamera(self.near, self.far, transform)
+        source = PinholeCamera(K, image_size, self.near, self.far)
+        view = None if transform is None else PinholeCamera(K, image_size, self.near, self.far, transform)
+        return NDCCamera(source, view, self.config.spacing)
 
-    def render(self, planes: torch.Tensor, camera: RenderCamera, size: tuple[int, int] | None = None,
-               stratified: bool = False) -> dict[str, torch.Tensor]:
+    def partner_camera(self, K: torch.Tensor, image_size: tuple[int, int], K_partner: torch.Tensor,
+                       partner_size: tuple[int, int], partner_to_view: torch.Tensor) -> Camera:
+        """The input view's tri-plane seen from a partner camera B (perspective only): K_partner (B, 3, 3) at
+        `partner_size`, `partner_to_view` (B, 4, 4) = relative_pose(pose_view, pose_partner)."""
+        if not self.perspective:
+            raise Mtl3dError("a partner view needs regularizer.camera=perspective")
+        source = PinholeCamera(K, image_size, self.near, self.far)
+        partner = PinholeCamera(K_partner, partner_size, self.near, self.far, partner_to_view)
+        return NDCCamera(source, partner, self.config.spacing)
+
+    def render(self, planes: torch.Tensor, camera: Camera, size: tuple[int, int] | None = None,
+               stratified: bool = False, factored: bool = True) -> Renders:
         """Render every field of the tri-plane from `camera` at `size` (default config.render_size).
 
-        Returns {task: (B, C_t, h, w)} for the rendered tasks plus "depth" (B, 1, h, w) in metres, "opacity"
-        (B, 1, h, w) and "feature" (B, F, h, w) (the composited shared feature, for visualization).
+        One path for training, evaluation and render-views: `render_field` (its analytic tests are the renderer's).
+        decode "point": the task MLPs run on every sample and their outputs are composited (the paper's NeRF-style
+        formulation); "ray": the shared feature is composited and the task MLPs run once per ray. Camera-frame
+        vector tasks (normals) come out in the rendered camera's frame (`camera.vectors_to_view`).
         """
         h, w = size or self.config.render_size
         b = planes.shape[0]
-        origins, directions, to_cube, to_depth, near, far = self._rays(b, h, w, camera, planes)
-        chunk = max(1, self.config.chunk // b)
-        pieces = [self._render_chunk(planes, origins[:, i:i + chunk], directions[:, i:i + chunk], to_cube, near,
-                                     far, stratified) for i in range(0, h * w, chunk)]
-        out = {key: torch.cat([p[key] for p in pieces], dim=1) for key in pieces[0]}
-        depth = to_depth(out.pop("t"))
-        result = {key: value.transpose(1, 2).reshape(b, -1, h, w) for key, value in out.items()}
-        result["depth"] = depth.view(b, 1, h, w)
+        decoded = [t for t in self.tasks if not t.rendered_as_depth]
+        per_point = self.config.decode == "point"
+
+        def field(samples):
+            sigma, feature = self.field.density(triplane_features(planes, samples, self.config.aggregation))
+            if not per_point:
+                return sigma, feature
+            return sigma, torch.cat([feature, *self.field.decode(feature).values()], dim=-1)
+
+        out = render_field(field, camera, (h, w), b, self.config.samples, device=planes.device,
+                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True,
+                           factored=factored)
+        width = self.field.feature_dim
+        feature = out.values[..., :width]
+        if per_point:
+            sizes = [self.field.channels[t.name] for t in decoded]
+            values = dict(zip([t.name for t in decoded], out.values[..., width:].split(sizes, dim=-1)))
+        else:
+            values = self.field.decode(feature)
+
+        def image(x: torch.Tensor) -> torch.Tensor:  # (B, R, C) -> (B, C, h, w)
+            return x.transpose(1, 2).reshape(b, -1, h, w)
+
+        depth = image(out.depth[..., None])
+        tasks = {}
         for task in self.tasks:
             if task.rendered_as_depth:
-                result[task.name] = result["depth"]
-        return result
-
-    def _rays(self, b: int, h: int, w: int, camera: RenderCamera, planes: torch.Tensor):
-        device, dtype = planes.device, planes.dtype
-        if not self.perspective:
-            origins, directions = orthographic_rays(h, w, device=device, dtype=dtype)
-            origins, directions = origins.expand(b, -1, -1), directions.expand(b, -1, -1)
-            if camera.transform is not None:
-                origins, directions = transform_rays(origins, directions, camera.transform.to(dtype))
-            span = self.far - self.near
-            return origins, directions, (lambda x: x), (lambda t: self.near + t * (span / 2.0)), 0.0, 2.0
-        if camera.K_src is None or camera.image_size is None:
-            raise ValueError("perspective rendering needs the source intrinsics and image size")
-        H, W = camera.image_size
-        K = (camera.K if camera.K is not None else camera.K_src).to(device=device, dtype=dtype)
-        scale = torch.tensor([[w / W, 0, 0], [0, h / H, 0], [0, 0, 1]], device=device, dtype=dtype)
-        origins, directions = pinhole_rays(scale @ K, h, w)
-        if camera.transform is not None:
-            origins, directions = transform_rays(origins, directions, camera.transform.to(device=device, dtype=dtype))
-        box_min, box_max = frustum_box(camera.K_src.to(device=device, dtype=dtype), H, W, self.near, self.far)
-        return (origins, directions, (lambda x: points_to_cube(x, box_min, box_max)), (lambda t: t),
-                self.near, self.far)
-
-    def _render_chunk(self, planes, origins, directions, to_cube, near, far, stratified):
-        b, r, _ = origins.shape
-        n = self.config.samples
-        t, deltas = sample_along_rays(near, far, n, stratified=stratified, shape=(b, r), device=planes.device,
-                                      dtype=planes.dtype)
-        points = origins[:, :, None, :] + t[..., None] * directions[:, :, None, :]
-        xyz = to_cube(points.reshape(b, r * n, 3))
-        feats = sample_triplane(planes, xyz, self.config.aggregation)
-        sigma, feature = self.field.density(feats)
-        sigma = torch.where(inside_cube(xyz), sigma, torch.zeros_like(sigma)).view(b, r, n)
-        feature = feature.view(b, r, n, -1)
-        weights = render_weights(sigma, deltas)
-        composited = composite(weights, feature)
-        if self.config.decode == "point":  # task values per point, then alpha-composited (the NeRF formulation)
-            out = {name: composite(weights, v) for name, v in self.field.decode(feature).items()}
-        else:  # "ray": composite the shared feature, then decode once per ray (deferred, far cheaper)
-            out = self.field.decode(composited)
-        out["feature"] = composited
-        out["opacity"] = accumulated_opacity(weights)[..., None]
-        out["t"] = expected_depth(weights, t, far=far)
-        return out
+                tasks[task.name] = depth
+            else:
+                value = values[task.name]
+                if _camera_frame_vector(task):
+                    value = camera.vectors_to_view(value)
+                tasks[task.name] = image(value)
+        return Renders(tasks=tasks, depth=depth, opacity=image(out.opacity[..., None]), feature=image(feature),
+                       depth_tasks=tuple(t.name for t in self.tasks if t.rendered_as_depth))
 
 
 def build_regularizer(config: RegularizerConfig, in_channels: int, tasks: list[Task], channels: dict[str, int],
@@ -218,5 +221,9 @@ def build_regularizer(config: RegularizerConfig, in_channels: int, tasks: list[T
     if unknown:
         raise Mtl3dError(f"regularizer.tasks names task(s) the model does not train: {', '.join(sorted(unknown))}")
     rendered = [t for t in tasks if t.name in wanted]
-    return Regularizer(config, in_channels, rendered, channels, depth_range)
+    depth_labels = next((t.name for t in tasks if t.rendered_as_depth), None)
+    if config.cross_view and depth_labels is None:
+        raise Mtl3dError("regularizer.cross_view needs depth labels: the visibility test back-projects the partner "
+                         "view's depth")
+    return Regularizer(config, in_channels, rendered, channels, depth_range, depth_labels)
 

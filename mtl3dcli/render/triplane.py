@@ -4,6 +4,12 @@ Plane 0 is xy (x along the width axis, y along the height axis), plane 1 is xz (
 yz (z -> width, y -> height). Lookups are bilinear with align_corners=False, so the plane's pixel (i, j) centre sits at
 (-1 + (2j + 1) / Wp, -1 + (2i + 1) / Hp), the same pixel-centre convention as the cameras. Written by hand because
 no maintained library exposes a tri-plane sampler; it is one batched `F.grid_sample` over the three planes.
+
+Samples on a grid (`CubeGrid`: x per pixel column, y per pixel row, z per sample index, as orthographic rays and the
+pixel-aligned camera's own rays are) take the factored path `sample_triplane_grid`: the xy plane is read once per
+pixel, the xz plane once per (column, sample) and the yz plane once per (row, sample), and the three reads are
+broadcast-combined. It is the same bilinear lookup at the same coordinates, so it equals `sample_triplane` on the
+grid's points (up to float summation order), at (h w + w N + h N) / (3 h w N) of the lookups.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.render.rays import CubeGrid, CubeSamples
 
-# How the three per-plane features (B, 3, M, C) combine into one per point.
+# How the three per-plane features (xy, xz, yz, each (..., C), broadcastable) combine into one per point.
 _AGGREGATE = {
-    "sum": lambda f: f.sum(dim=1),
-    "mean": lambda f: f.mean(dim=1),
-    "product": lambda f: f.prod(dim=1),
-    "concat": lambda f: torch.cat(f.unbind(dim=1), dim=-1),
+    "sum": lambda a, b, c: a + b + c,
+    "mean": lambda a, b, c: (a + b + c) / 3.0,
+    "product": lambda a, b, c: a * b * c,
+    "concat": lambda a, b, c: torch.cat(torch.broadcast_tensors(a, b, c), dim=-1),
 }
 AGGREGATIONS = tuple(_AGGREGATE)
 PADDING_MODES = ("zeros", "border")
@@ -49,19 +56,67 @@ def sample_triplane(planes: torch.Tensor, xyz: torch.Tensor, aggregation: str = 
     plane pixel beyond the cube), so a point outside the cube along one axis still reads the plane that ignores that
     axis; mask with `inside_cube` to silence such points. "border" repeats the edge pixels instead.
     """
+    _check(planes, aggregation, padding_mode)
+    b, _, c, hp, wp = planes.shape
+    points = xyz.reshape(b, -1, 3)
+    grids = torch.stack([points[..., list(axes)] for axes in _PLANE_AXES], dim=1)  # (B, 3, M, 2)
+    sampled = F.grid_sample(planes.reshape(b * 3, c, hp, wp), _grid_dtype(grids, planes).reshape(b * 3, 1, -1, 2),
+                            mode="bilinear", padding_mode=padding_mode, align_corners=False)  # (B * 3, C, 1, M)
+    per_plane = sampled.reshape(b, 3, c, -1).permute(0, 1, 3, 2)  # (B, 3, M, C)
+    out = _AGGREGATE[aggregation](per_plane[:, 0], per_plane[:, 1], per_plane[:, 2])
+    return out.reshape(*xyz.shape[:-1], out.shape[-1])
+
+
+def sample_triplane_grid(planes: torch.Tensor, grid: CubeGrid, aggregation: str = "sum", *,
+                         padding_mode: str = "zeros") -> torch.Tensor:
+    """`sample_triplane` of the points of a grid, factored: planes (B, 3, C, Hp, Wp), grid x (B or 1, w),
+    y (B or 1, h), z (B, N) -> features (B, h * w, N, C) (3C for "concat"), rays row-major.
+
+    xy is read at (x_j, y_i) once per pixel, xz at (x_j, z_k) once per (column, sample), yz at (z_k, y_i) once per
+    (row, sample); the reads broadcast to (B, h, w, N, C) in the aggregation. Gradients reach the planes through the
+    three small reads (autograd sums the broadcast).
+    """
+    _check(planes, aggregation, padding_mode)
+    b = planes.shape[0]
+    h, w, n = grid.y.shape[1], grid.x.shape[1], grid.z.shape[1]
+    x, y, z = (coord.expand(b, -1) for coord in (grid.x, grid.y, grid.z))
+
+    def read(plane: int, across: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+        """Plane `plane` at width coordinates `across` (B, m) x height coordinates `down` (B, k): (B, C, k, m)."""
+        coords = torch.stack([across[:, None, :].expand(b, down.shape[1], -1),
+                              down[:, :, None].expand(b, -1, across.shape[1])], dim=-1)
+        return F.grid_sample(planes[:, plane], _grid_dtype(coords, planes), mode="bilinear",
+                             padding_mode=padding_mode, align_corners=False)
+
+    f_xy = read(0, x, y).permute(0, 2, 3, 1)[:, :, :, None, :]  # (B, h, w, 1, C)
+    f_xz = read(1, x, z).permute(0, 3, 2, 1)[:, None, :, :, :]  # (B, 1, w, N, C)
+    f_yz = read(2, z, y).permute(0, 2, 3, 1)[:, :, None, :, :]  # (B, h, 1, N, C)
+    out = _AGGREGATE[aggregation](f_xy, f_xz, f_yz)
+    out = out.expand(b, h, w, n, out.shape[-1])  # only a view unless every factor was broadcast
+    return out.reshape(b, h * w, n, out.shape[-1])
+
+
+def triplane_features(planes: torch.Tensor, samples: CubeSamples, aggregation: str = "sum") -> torch.Tensor:
+    """Features (B, r, N, D) of the samples of a chunk of rays: factored for a grid, per point otherwise."""
+    if samples.grid is not None:
+        return sample_triplane_grid(planes, samples.grid, aggregation)
+    return sample_triplane(planes, samples.xyz, aggregation)
+
+
+def _check(planes: torch.Tensor, aggregation: str, padding_mode: str) -> None:
     _check_aggregation(aggregation)
     if padding_mode not in PADDING_MODES:
         raise Mtl3dError(f"unknown tri-plane padding mode {padding_mode!r}; choose one of {', '.join(PADDING_MODES)}")
-    b, n_planes, c, hp, wp = planes.shape
-    if n_planes != 3:
+    if planes.dim() != 5 or planes.shape[1] != 3:
         raise ValueError(f"planes must be (B, 3, C, Hp, Wp), got {tuple(planes.shape)}")
-    points = xyz.reshape(b, -1, 3)
-    grids = torch.stack([points[..., list(axes)] for axes in _PLANE_AXES], dim=1)  # (B, 3, M, 2)
-    sampled = F.grid_sample(planes.reshape(b * 3, c, hp, wp), grids.reshape(b * 3, 1, -1, 2), mode="bilinear",
-                            padding_mode=padding_mode, align_corners=False)  # (B * 3, C, 1, M)
-    per_plane = sampled.reshape(b, 3, c, -1).permute(0, 1, 3, 2)  # (B, 3, M, C)
-    out = _AGGREGATE[aggregation](per_plane)
-    return out.reshape(*xyz.shape[:-1], out.shape[-1])
+
+
+def _grid_dtype(grid: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """grid_sample wants one dtype: inside autocast it reads in float32 itself, so float32 coordinates stay exact;
+    outside, coordinates follow the planes (half-precision planes without autocast)."""
+    if torch.is_autocast_enabled(planes.device.type):
+        return grid
+    return grid.to(planes.dtype)
 
 
 def inside_cube(xyz: torch.Tensor) -> torch.Tensor:

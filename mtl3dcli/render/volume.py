@@ -6,13 +6,15 @@ Shapes: (...) are any leading ray dimensions, N samples per ray, C value channel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from mtl3dcli.render.rays import sample_along_rays
+from mtl3dcli.render.cameras import Camera
+from mtl3dcli.render.rays import CubeSamples, sample_along_rays
 
-FieldFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+FieldFn = Callable[[CubeSamples], tuple[torch.Tensor, torch.Tensor]]
 
 
 def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -34,8 +36,10 @@ def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 def composite(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """sum_i w_i v_i: weights (..., N), values (..., N, C) -> (..., C). Leftover mass (1 - opacity) renders 0."""
-    return torch.einsum("...n,...nc->...c", weights, values)
+    """sum_i w_i v_i: weights (..., N), values (..., N, C) -> (..., C). Leftover mass (1 - opacity) renders 0.
+    Computed in the promoted dtype of the two (under autocast the matmul picks its own)."""
+    dtype = torch.promote_types(weights.dtype, values.dtype)
+    return torch.einsum("...n,...nc->...c", weights.to(dtype), values.to(dtype))
 
 
 def accumulated_opacity(weights: torch.Tensor) -> torch.Tensor:
@@ -58,31 +62,52 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
     return depth + (1.0 - accumulated_opacity(weights)) * far
 
 
-def render_field(field_fn: FieldFn, origins: torch.Tensor, directions: torch.Tensor, near: torch.Tensor | float,
-                 far: torch.Tensor | float, n_samples: int, *, stratified: bool = False, chunk: int | None = None,
-                 generator: torch.Generator | None = None, empty_depth_at_far: bool = False) -> dict[str, torch.Tensor]:
-    """Render a radiance-like field along rays, `chunk` rays at a time to bound memory.
+@dataclass
+class RenderedRays:
+    """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
+    weights, depth (B, R) in metres (the camera's map of the expected ray parameter), opacity (B, R)."""
 
-    field_fn: points (B, r, N, 3) -> (sigma (B, r, N), values (B, r, N, C)); origins, directions: (B, R, 3);
-    near, far: floats or per-ray tensors (B, R, 1). All samples are drawn up front (one random stream), so the
-    result does not depend on `chunk`. Returns {"values": (B, R, C), "depth": (B, R), "opacity": (B, R)};
-    depth is the expected t (z-depth for pinhole rays), plus (1 - opacity) * far if `empty_depth_at_far`.
+    values: torch.Tensor
+    depth: torch.Tensor
+    opacity: torch.Tensor
+
+
+def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch: int, n_samples: int, *,
+                 device: torch.device | str = "cpu", stratified: bool = False, chunk: int | None = None,
+                 generator: torch.Generator | None = None, empty_depth_at_far: bool = False,
+                 factored: bool = True) -> RenderedRays:
+    """Render a radiance-like field seen by `camera` at `size` (h, w), for `batch` images.
+
+    field_fn: `CubeSamples` of a chunk of r rays (cube coordinates: `.grid` when factored, `.points()` always) ->
+    (sigma (B, r, N), values (B, r, N, C)). Density is zero outside the cube [-1, 1]^3, the tri-plane's domain.
+    Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
+    rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
+    and the field can factor its lookups (`factored`; False forces the per-point path, for tests). Rays go through
+    in chunks of whole rows of about `chunk` rays (all images together); all samples are drawn up front, so the
+    result does not depend on `chunk`. Compositing runs in float32 (sigma * delta is promoted). depth: the expected
+    ray parameter, plus (1 - opacity) * far if `empty_depth_at_far`, mapped to metres by `camera.depth_metres`.
     """
-    b, r, _ = torch.broadcast_shapes(origins.shape, directions.shape)
-    origins, directions = origins.expand(b, r, 3), directions.expand(b, r, 3)
-    t, deltas = sample_along_rays(near, far, n_samples, stratified=stratified, shape=(b, r), generator=generator,
-                                  device=origins.device, dtype=origins.dtype)
-    far_per_ray = torch.as_tensor(far, device=origins.device, dtype=origins.dtype).expand(b, r, 1)[..., 0]
-    step = r if chunk is None else max(1, chunk)
+    h, w = size
+    rays = camera.rays(size, batch, device)
+    b = rays.directions.shape[0]
+    t, deltas = sample_along_rays(rays.near, rays.far, n_samples, stratified=stratified, shape=(b, 1),
+                                  spacing=camera.spacing, generator=generator, device=rays.directions.device)
+    grid = camera.grid(size, t) if factored else None
+    rows = h if chunk is None else max(1, chunk // max(1, b * w))
     pieces = []
-    for start in range(0, r, step):
-        rays = slice(start, start + step)
-        points = origins[:, rays, None, :] + t[:, rays, :, None] * directions[:, rays, None, :]
-        sigma, values = field_fn(points)
-        weights = render_weights(sigma, deltas[:, rays])
-        pieces.append({
-            "values": composite(weights, values),
-            "depth": expected_depth(weights, t[:, rays], far_per_ray[:, rays] if empty_depth_at_far else None),
-            "opacity": accumulated_opacity(weights),
-        })
-    return {key: torch.cat([piece[key] for piece in pieces], dim=1) for key in pieces[0]}
+    for top in range(0, h, rows):
+        rows_slice = slice(top, min(h, top + rows))
+        ray_slice = slice(rows_slice.start * w, rows_slice.stop * w)
+        if grid is not None:
+            samples = CubeSamples(grid=grid.rows(rows_slice))
+        else:
+            samples = CubeSamples(xyz=camera.to_cube(rays.points(t, ray_slice)))
+        sigma, values = field_fn(samples)
+        inside = samples.inside()
+        if inside is not None:
+            sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
+        weights = render_weights(sigma, deltas)
+        depth = expected_depth(weights, t, rays.far if empty_depth_at_far else None)
+        pieces.append((composite(weights, values), depth, accumulated_opacity(weights)))
+    values, depth, opacity = (torch.cat(parts, dim=1) for parts in zip(*pieces))
+    return RenderedRays(values, camera.depth_metres(depth), opacity)
