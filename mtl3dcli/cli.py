@@ -208,6 +208,9 @@ def evaluate(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N images of the split (a quick "
                                                       "look).")] = None,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 2,
+    consistency: Annotated[Optional[bool], typer.Option("--consistency/--no-consistency", help="Multi-view "
+                                                        "consistency of the predictions (default: on for datasets "
+                                                        "with cameras, when the model predicts depth).")] = None,
 ) -> None:
     """Score a trained model on a split: a table per task and a metrics JSON (mIoU, RMSE, mean angle, odsF, maxF,
     ..., the protocol of each, and Delta_m when references are given)."""
@@ -216,7 +219,7 @@ def evaluate(
     results = run_evaluation(weights, data=data, split=split, tasks=tasks, rendered=rendered,
                              references=references, out=out, batch_size=batch_size, device=device,
                              edge_thresholds=edge_thresholds, edge_nms=edge_nms, limit=limit, workers=workers,
-                             console=console)
+                             consistency=consistency, console=console)
     show_results(results, out_console)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import Meter
+from mtl3dcli.metrics.consistency import ConsistencyMeter
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
 from mtl3dcli.models.hosts import HostOutput
 from mtl3dcli.models.layers import upsample_maps
@@ -134,25 +135,39 @@ class InferenceSession:
         wanted = {t.name for t in self.tasks}
         return [t for t in self.model.regularizer.tasks if t.name in wanted]
 
-    def protocols(self, metric_options: dict[str, Any], slow_subset: set[int] | None = None) -> dict[str, str]:
+    def protocols(self, metric_options: dict[str, Any], slow_subset: set[int] | None = None,
+                  consistency: bool = False) -> dict[str, str]:
         """{task: the metric's definition}, noting a validation subset for slow metrics."""
         out = {}
         for name, meter in self.meters(metric_options).items():
             subset = f"; on {len(slow_subset)} fixed images of the split" if meter.slow and slow_subset else ""
             out[name] = meter.protocol + subset
+        if consistency:
+            out["consistency"] = self.consistency_meter().protocol
         return out
+
+    def consistency_meter(self) -> ConsistencyMeter:
+        """Multi-view consistency of the reported tasks that have a consistency kind; needs a depth task."""
+        kinds = {t.name: t.consistency for t in self.tasks if t.consistency}
+        depth = [name for name, kind in kinds.items() if kind == "depth"]
+        if not depth:
+            raise Mtl3dError("multi-view consistency needs depth labels (the task that gives the geometry)")
+        return ConsistencyMeter(kinds, depth[0])
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[dict[str, Any]], *, rendered: bool = False,
                  metric_options: dict[str, Any] | None = None, slow_subset: set[int] | None = None,
+                 consistency: bool = False,
                  on_batch: Callable[[int], None] | None = None) -> dict[str, dict[str, float]]:
         """Stream labelled batches into each task's meter: {task: {metric: value}}; with `rendered`, also
         {"render/<task>": ...} for the regularizer's maps (its training resolution, midpoint samples, upsampled to
-        the label size). Metrics are pooled over the whole split, as the standard MTL codebases define them; slow
-        meters (boundaries) only see the samples whose "index" is in `slow_subset` when one is given.
+        the label size); with `consistency` (a split with cameras), also {"consistency": ...} (see
+        metrics.consistency). Metrics are pooled over the whole split, as the standard MTL codebases define them;
+        slow meters (boundaries) only see the samples whose "index" is in `slow_subset` when one is given.
         `on_batch(images)` is called after each batch (progress)."""
         meters = self.meters(metric_options or {}, rendered)
         render_tasks = self.render_tasks() if rendered else []
+        views = self.consistency_meter() if consistency else None
         for batch in batches:
             image, labels, valid = batch["image"].to(self.device), batch["labels"], batch["valid"]
             size = tuple(image.shape[-2:])
@@ -162,6 +177,9 @@ class InferenceSession:
                 renders = self.model.render(out.features.float(), batch["K"].to(self.device), size, stratified=False)
                 up = upsample_maps({t.name: renders.tasks[t.name] for t in render_tasks}, size)
                 predictions.update({f"render/{t.name}": t.activate(up[t.name]) for t in render_tasks})
+            if views is not None:
+                views.update(list(batch["scene"]), {t.name: predictions[t.name] for t in self.tasks}, labels, valid,
+                             batch["K"], batch["pose"])
             keep = None if slow_subset is None else torch.tensor([int(i) in slow_subset for i in batch["index"]])
             for name, meter in meters.items():
                 task = name.split("/")[-1]
@@ -172,4 +190,7 @@ class InferenceSession:
                     meter.update(predictions[name], labels[task], valid[task])
             if on_batch is not None:
                 on_batch(len(image))
-        return {name: meter.compute() for name, meter in meters.items()}
+        results = {name: meter.compute() for name, meter in meters.items()}
+        if views is not None:
+            results["consistency"] = views.compute()
+        return results

@@ -65,6 +65,7 @@ class Task:
     flip_signs: ClassVar[tuple[float, ...] | None] = None  # per-channel sign change under a horizontal mirror
     rendered_as_depth: ClassVar[bool] = False  # the regularizer renders it as expected ray depth, not with an MLP
     derivation: ClassVar[Derivation | None] = None  # how to compute the label from others when a dataset lacks it
+    consistency: ClassVar[str | None] = None  # how two views' predictions must agree (metrics.consistency KINDS)
 
     # --- on disk ---------------------------------------------------------------------------------------------
     def path(self, root: str | os.PathLike, sample_id: str) -> str:
@@ -140,6 +141,7 @@ class ClassTask(Task):
     """Per-pixel classification (semantic segmentation, human parts)."""
 
     fill: ClassVar[float] = float(IGNORE_INDEX)
+    consistency: ClassVar[str] = "label"
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return fileio.read_image(path, mode="L")
@@ -185,6 +187,7 @@ class DepthTask(Task):
     """Metric z-depth regression; the head predicts metres directly (L1 as in MTI-Net and InvPT)."""
 
     rendered_as_depth: ClassVar[bool] = True
+    consistency: ClassVar[str] = "depth"
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         array = fileio.read_npy(path)
@@ -253,6 +256,7 @@ class NormalsTask(Task):
     """Surface normals in the camera frame, stored as (n + 1) / 2 * 255 RGB; (0, 0, 0) marks invalid pixels."""
 
     flip_signs: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 1.0)
+    consistency: ClassVar[str] = "normal"
     derivation: ClassVar[Derivation] = Derivation(
         ("depth",), True, lambda labels, K: derive.normals_from_depth(labels["depth"], K))
 

@@ -36,10 +36,11 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
                    edge_nms: bool | None = None, limit: int | None = None, workers: int = 2,
-                   console: Console | None = None) -> dict[str, Any]:
+                   consistency: bool | None = None, console: Console | None = None) -> dict[str, Any]:
     """Evaluate `weights_path` on `split` of `data` (default: the dataset it trained on), or its first `limit`
     images, and write the report (default `<weights>.<split>.json`); returns the report with "results"
-    {task: {metric: value}} and "protocols" {task: definition}."""
+    {task: {metric: value}} and "protocols" {task: definition}. `consistency` (default: when the dataset has
+    cameras and the model predicts depth) adds the multi-view consistency of the predictions."""
     weights = load_weights(weights_path)
     session = InferenceSession.from_weights(weights, device=device, tasks=tasks, with_regularizer=rendered)
     config = weights.config
@@ -58,6 +59,8 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
     if edge_nms is not None:
         config.eval.edge_nms = edge_nms
     options = config.eval.metric_options()
+    if consistency is None:
+        consistency = dataset.layout.has_cameras and any(t.consistency == "depth" for t in session.tasks)
     with progress_bar(f"evaluating {split}", console or Console(stderr=True), unit="images") as advance:
         done = [0]
 
@@ -65,10 +68,11 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
             done[0] += images
             advance(done[0], len(samples))
 
-        results = session.evaluate(loader, rendered=rendered, metric_options=options, on_batch=on_batch)
+        results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
+                                   on_batch=on_batch)
     report: dict[str, Any] = {
         "weights": str(weights_path), "step": weights.step, "dataset": str(root), "split": split,
-        "samples": len(samples), "results": results, "protocols": session.protocols(options),
+        "samples": len(samples), "results": results, "protocols": session.protocols(options, consistency=consistency),
     }
     refs = _references(references) if references else config.eval.references
     if refs:

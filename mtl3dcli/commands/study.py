@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,10 +40,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import Interval, paired, relative_change, t_interval
-from mtl3dcli.tasks import get_task
+from mtl3dcli.stats import paired, relative_change, t_interval
+from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
+CONSISTENCY = "consistency"  # the multi-view agreement group of the evaluation report
 DATA_MODIFIERS = ("low-data",)
 
 
@@ -215,29 +217,35 @@ def run_metrics(spec: StudySpec, variant: Variant, seed: int, run: Path) -> dict
 
 
 def primary_keys(metrics: dict[str, float]) -> list[str]:
-    """The primary metric of every task present, for every dataset prefix, in first-seen order."""
+    """The primary metric of every task present, then the multi-view agreement (%) of every task
+    ("consistency/<task>"), for every dataset prefix, in first-seen order."""
     keys = []
     for key in metrics:
-        prefix, _, rest = key.rpartition(":")
-        task, _, name = rest.partition("/")
-        if name == get_task(task).primary_metric:
+        group, _, name = key.rpartition(":")[2].partition("/")
+        if group == CONSISTENCY:
+            keys += [key] if name in TASKS else []
+        elif name == get_task(group).primary_metric:
             keys.append(key)
-    return keys
+    return sorted(keys, key=lambda k: CONSISTENCY in k)
 
 
 def _direction(key: str) -> bool:
-    return get_task(key.rpartition(":")[2].split("/")[0]).higher_is_better
+    group = key.rpartition(":")[2].split("/")[0]
+    return True if group == CONSISTENCY else get_task(group).higher_is_better
 
 
 def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str]) -> float:
-    """Mean relative improvement (percent) of a run's primary metrics over its control run's (study's own data)."""
-    own = [k for k in keys if ":" not in k]
+    """Mean relative improvement (percent) of a run's primary task metrics over its control run's, on the study's
+    own data (the usual Delta_m; consistency is reported beside it, not inside)."""
+    own = [k for k in keys if ":" not in k and not k.startswith(CONSISTENCY)]
     return sum(relative_change(run[k], control[k], _direction(k)) for k in own) / len(own)
 
 
 def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, Any]:
     rows = {(v.name, s): run_metrics(spec, v, s, run_dir(out, v, s)) for v in grid for s in range(spec.seeds)}
-    keys = primary_keys(next(iter(rows.values())))
+    keys = primary_keys({k: 0.0 for metrics in rows.values() for k in metrics})
+    for metrics in rows.values():  # a metric some run could not compute (no view pairs) is undefined there
+        metrics.update({k: math.nan for k in keys if k not in metrics})
     for (name, seed), metrics in rows.items():
         control = rows[(parse_variant(name).control, seed)]
         metrics["delta_m"] = delta_m_vs(metrics, control, keys)
@@ -253,11 +261,19 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
                                for k in keys}
             entry["paired"]["delta_m"] = t_interval(values["delta_m"]).to_json()
         summary["variants"][variant.name] = entry
+    summary = _json_safe(summary)
     _write_results_csv(out, rows)
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", summary_markdown(summary, keys))
     plot_study(out, summary, keys, grid, spec)
     return summary
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a metric undefined for every run) becomes null, which JSON can hold."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _write_results_csv(out: Path, rows: dict[tuple[str, int], dict[str, float]]) -> None:
@@ -271,7 +287,9 @@ def _write_results_csv(out: Path, rows: dict[tuple[str, int], dict[str, float]])
 
 
 def _cell(interval: dict[str, float], digits: int = 3) -> str:
-    if interval["n"] < 2:
+    if interval["mean"] is None:
+        return "-"
+    if interval["n"] < 2 or interval["low"] is None:
         return f"{interval['mean']:.{digits}g}"
     return f"{interval['mean']:.{digits}g} [{interval['low']:.{digits}g}, {interval['high']:.{digits}g}]"
 
@@ -295,8 +313,9 @@ def summary_markdown(summary: dict[str, Any], keys: list[str]) -> str:
             continue
         cells = []
         for key in [*keys, "delta_m"]:
-            interval = Interval(**entry["paired"][key])
-            cells.append(_cell(entry["paired"][key]) + (" *" if interval.excludes_zero() else ""))
+            interval = entry["paired"][key]
+            resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
+            cells.append(_cell(interval) + (" *" if resolved else ""))
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -313,17 +332,18 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], grid: list[V
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
     for axis, key in zip(axes[0], panels):
         stats = [summary["variants"][n]["metrics"][key] for n in names]
-        means = [s["mean"] for s in stats]
-        errors = [0.0 if s["n"] < 2 else s["high"] - s["mean"] for s in stats]
+        means = [math.nan if s["mean"] is None else s["mean"] for s in stats]
+        errors = [0.0 if s["n"] < 2 or s["high"] is None else s["high"] - s["mean"] for s in stats]
         axis.bar(range(len(names)), means, yerr=errors, capsize=3, color="#7aa6c2")
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
         axis.set_title(key if key != "delta_m" else "Delta_m vs control (%)", fontsize=8)
-        low = min(m - e for m, e in zip(means, errors))
-        high = max(m + e for m, e in zip(means, errors))
-        axis.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+        ends = [(m - e, m + e) for m, e in zip(means, errors) if math.isfinite(m + e)]
+        if ends:  # a metric can be undefined (NaN) for every run, e.g. consistency on a split without view pairs
+            low, high = min(e[0] for e in ends), max(e[1] for e in ends)
+            axis.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     figure.tight_layout()
     _save(figure, out / "plots" / "metrics.png")
-    own = [k for k in keys if ":" not in k]
+    own = [k for k in keys if ":" not in k and not k.startswith(CONSISTENCY)]
     figure, axes = plt.subplots(1, len(own), figsize=(3.4 * len(own), 3.0), squeeze=False)
     colours = plt.get_cmap("tab10")
     for index, variant in enumerate(grid):
