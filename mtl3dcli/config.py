@@ -26,6 +26,7 @@ Host = Literal["baseline", "mti-net", "invpt"]
 Head = Literal["hrnet", "light"]
 Camera = Literal["orthographic", "perspective"]
 Spacing = Literal["depth", "disparity"]
+RegularizerKind = Literal["triplane", "2d-control"]
 DensityActivation = Literal["softplus", "trunc_exp"]
 Aggregation = Literal["sum", "mean", "product", "concat"]
 Decode = Literal["point", "ray"]
@@ -67,6 +68,7 @@ class ModelConfig:
 @dataclass
 class RegularizerConfig:
     enabled: bool = True
+    kind: RegularizerKind = "triplane"  # triplane: the 3D-aware regularizer | 2d-control: same size, no 3D
     camera: Camera = "orthographic"  # orthographic (the paper) | perspective (pixel-aligned cube of the sample's K)
     spacing: Spacing = "depth"  # perspective: samples and cube z uniform in depth | disparity (finer near the camera)
     plane_channels: int = 32  # C: channels of each of the three planes
@@ -265,6 +267,8 @@ def validate(config: Config) -> None:
         raise Mtl3dError(f"train.lr must be positive, got {config.train.lr}")
     if config.regularizer.cross_tolerance <= 0:
         raise Mtl3dError(f"regularizer.cross_tolerance must be positive, got {config.regularizer.cross_tolerance}")
+    if config.regularizer.cross_view and config.regularizer.kind != "triplane":
+        raise Mtl3dError("regularizer.cross_view needs regularizer.kind=triplane (the 2d-control has no 3D field)")
     if config.regularizer.cross_view and config.regularizer.camera != "perspective":
         raise Mtl3dError("regularizer.cross_view needs regularizer.camera=perspective (a partner camera is a pinhole)")
     if config.train.ema is not None and not 0.0 < config.train.ema < 1.0:

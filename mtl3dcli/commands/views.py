@@ -25,7 +25,7 @@ from mtl3dcli.weights import load_weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.models.regularizer import Renders
-from mtl3dcli.colors import colormap
+from mtl3dcli.tasks import TASKS
 
 PATHS = ("orbit", "spiral", "swing")
 DEFAULT_FOV_DEG = 60.0  # a new photo has no intrinsics: assume a typical indoor camera (NYUv2 is about 62 deg)
@@ -117,14 +117,13 @@ def colorize_fields(model: MTL3DModel, renders: list[Renders]) -> dict[str, list
     """Renders -> uint8 RGB frames per field: each decoded task in its colours, then depth (colormap), opacity
     (grey) and features (PCA)."""
     meta = model.meta
-    lo, hi = meta.depth_range
     tasks = {task.name: task for task in model.regularizer.tasks}
     out: dict[str, list[np.ndarray]] = {}
     for name in renders[0].decoded:
         task = tasks[name]
         out[name] = [task.colorize(task.activate(r.decoded[name][:1].float())[0].cpu().numpy(), meta)
                      for r in renders]
-    out["depth"] = [colormap((r.depth[0, 0].float().cpu().numpy() - lo) / max(hi - lo, 1e-6)) for r in renders]
+    out["depth"] = [TASKS["depth"].colorize(r.depth[0, 0].float().cpu().numpy(), meta) for r in renders]
     out["opacity"] = [np.repeat(np.round(r.opacity[0, 0].clamp(0, 1).float().cpu().numpy() * 255)
                                 .astype(np.uint8)[..., None], 3, -1) for r in renders]
     out["features"] = feature_pca([r.feature[0].float().cpu() for r in renders])

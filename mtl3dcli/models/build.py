@@ -11,6 +11,7 @@ from mtl3dcli.config import Config
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.weights import Weights
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.control2d import Control2D
 from mtl3dcli.models.hosts import Host, HostOutput, HostSpec, build_host
 from mtl3dcli.models.regularizer import Regularizer, Renders, build_regularizer
 from mtl3dcli.tasks import Task, parse_tasks
@@ -30,7 +31,7 @@ class MTL3DModel(nn.Module):
     """`net` is everything inference needs; `regularizer` (or None) is only used by the training objective and
     `render-views`. State-dict keys are `net.*` and `regularizer.*`, so inference can load `net.*` alone."""
 
-    def __init__(self, net: Host, regularizer: Regularizer | None, tasks: list[Task], meta: DatasetMeta):
+    def __init__(self, net: Host, regularizer: Regularizer | Control2D | None, tasks: list[Task], meta: DatasetMeta):
         super().__init__()
         self.net = net
         self.regularizer = regularizer
@@ -63,7 +64,12 @@ def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None
     net = build_host(HostSpec(config.model, channels, tuple(config.data.size), pretrained))
     enabled = config.regularizer.enabled if with_regularizer is None else with_regularizer
     regularizer = None
-    if enabled:
+    if enabled and config.regularizer.kind == "2d-control":
+        with torch.device("meta"):  # only to count the field it stands in for; no memory, no random draws
+            probe = build_regularizer(config.regularizer, net.feature_channels, tasks, channels, meta.depth_range)
+        field = sum(p.numel() for p in probe.field.parameters())
+        regularizer = Control2D(config.regularizer, net.feature_channels, probe.tasks, channels, field)
+    elif enabled:
         regularizer = build_regularizer(config.regularizer, net.feature_channels, tasks, channels, meta.depth_range)
     return MTL3DModel(net, regularizer, tasks, meta)
 
