@@ -34,7 +34,7 @@ def report(tiny_weights, tiny_dataset, tmp_path_factory) -> dict:
 
 
 def test_every_task_has_its_primary_metric_and_the_json_is_written(report, tiny_dataset, tiny_weights):
-    assert set(report["results"]) == set(PRIMARY)
+    assert set(report["results"]) == set(PRIMARY) | {"consistency"}  # the fixture has cameras
     for task, metric in PRIMARY.items():
         assert np.isfinite(report["results"][task][metric])
     assert (report["split"], report["samples"], report["step"]) == ("val", 1, 4)
@@ -68,7 +68,7 @@ def test_metrics_match_a_direct_forward_pass(report, tiny_weights, tiny_dataset)
 
 def test_rendered_adds_the_regularizer_maps(tiny_weights, tiny_dataset, tmp_path, report):
     rendered = evaluate(tiny_weights, tiny_dataset, tmp_path / "m.json", rendered=True)
-    assert set(rendered["results"]) == set(PRIMARY) | {f"render/{t}" for t in PRIMARY}
+    assert set(rendered["results"]) == set(PRIMARY) | {f"render/{t}" for t in PRIMARY} | {"consistency"}
     for task, metric in PRIMARY.items():
         assert np.isfinite(rendered["results"][f"render/{task}"][metric])
         assert rendered["results"][task] == pytest.approx(report["results"][task])  # heads are unchanged
@@ -76,7 +76,7 @@ def test_rendered_adds_the_regularizer_maps(tiny_weights, tiny_dataset, tmp_path
 
 def test_rendered_with_perspective_rays(tiny_weights_perspective, tiny_dataset, tmp_path):
     rendered = evaluate(tiny_weights_perspective, tiny_dataset, tmp_path / "m.json", rendered=True, tasks="depth")
-    assert set(rendered["results"]) == {"depth", "render/depth"}
+    assert set(rendered["results"]) == {"depth", "render/depth", "consistency"}
     assert rendered["results"]["render/depth"]["rmse"] > 0
 
 
