@@ -19,7 +19,7 @@ TINY_OVERRIDES = [
     "regularizer.plane_channels=4", "regularizer.render_size=8x12", "regularizer.samples=8",
     "regularizer.density_hidden=8", "regularizer.task_hidden=8",
     "train.steps=4", "train.eval_every=4", "train.save_every=2", "train.log_every=1", "train.warmup_steps=0",
-    "eval.edge_thresholds=5",
+    "eval.edge_thresholds=5", "eval.edge_workers=1",
 ]
 
 

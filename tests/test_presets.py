@@ -19,7 +19,8 @@ def tiny_args(name: str, data, out) -> list[str]:
                  "data.scale=[1.0, 1.0]", "model.pretrained=null", "train.steps=2", "train.eval_every=2",
                  "train.save_every=2", "train.log_every=1", "regularizer.plane_channels=4", "regularizer.samples=4",
                  "regularizer.render_size=8x8", "regularizer.density_hidden=8", "regularizer.task_hidden=8",
-                 "eval.edge_thresholds=5", f"model.backbone={SMALLER.get(config.model.backbone, config.model.backbone)}"]
+                 "eval.edge_thresholds=5", "eval.edge_workers=1",
+                 f"model.backbone={SMALLER.get(config.model.backbone, config.model.backbone)}"]
     return ["train", "--preset", name, "--data", data, "--out", out, *[a for o in overrides for a in ("--set", o)]]
 
 
