@@ -72,17 +72,18 @@ def test_partner_rotated_about_y_sees_the_plane_normal_in_its_own_frame(tmp_path
     planes = torch.zeros(1, 3, 4, rows, rows)
     planes[0, 1, 0] = ((row_z - cube_z).abs() < 0.03).float()[:, None]  # xz plane: rows are cube z
 
-    feature_dim = reg.field.feature_dim
-
-    def density(feats):
-        return 300.0 * feats[..., 0].clamp_min(0), feats[..., :1].expand(*feats.shape[:-1], feature_dim) * 0
-
-    def decode_fn(feature):
-        shape = feature.shape[:-1]
-        normal = torch.tensor([0.0, 0.0, -1.0]).expand(*shape, 3)
-        return {"semseg": torch.zeros(*shape, 5), "normals": normal, "edge": torch.zeros(*shape, 1)}
-
-    reg.field.density, reg.field.decode = density, decode_fn
+    # the real decoder, weights set by hand: density softplus(300 f0 - 20) (opaque in the slab, ~2e-9 elsewhere), a
+    # constant shared feature 1, and task MLPs that ignore it and output their last bias: normals (0, 0, -1)
+    field = reg.field
+    with torch.no_grad():
+        for p in field.parameters():
+            p.zero_()
+        field.shared[0].weight[0, 0] = 1.0
+        field.shared[2].weight[0, 0], field.shared[2].bias[0] = 300.0, -20.0
+        field.shared[2].bias[1:] = 1.0
+        for mlp in field.task_mlps.values():
+            mlp[1].bias.fill_(1.0)
+        field.task_mlps["normals"][3].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
     pose_a = torch.eye(4)
     pose_a[:3, :3] = _rotation_y(-35.0) @ torch.tensor([[1.0, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])
     pose_a[:3, 3] = torch.tensor([0.3, -1.2, 0.7])

@@ -20,7 +20,8 @@ from torch import nn
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
-from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
+from mtl3dcli.render.triplane import (aggregate_reads, triplane_feature_dim, triplane_features,
+                                      triplane_grid_factors)
 from mtl3dcli.render.volume import render_field
 from mtl3dcli.tasks import Task, get_task
 
@@ -40,6 +41,31 @@ class _TruncExp(torch.autograd.Function):
 
 
 DENSITY_ACTIVATIONS = {"softplus": F.softplus, "trunc_exp": _TruncExp.apply}
+
+
+class _LinearOfReluSum(torch.autograd.Function):
+    """linear(relu(a + b + c), weight, bias) for a, b, c (..., D) broadcasting to the samples (the first layer's
+    parts over the tri-plane reads): the per-sample hidden layer relu(a + b + c) is not kept for backward but
+    recomputed there from the small parts (two adds and a ReLU: cheap next to the matmuls), which saves one
+    per-sample tensor of activations. Backward: the weight gradient and the input gradient as nn.Linear's, the
+    ReLU mask, then each part's gradient summed over the dimensions it was broadcast along."""
+
+    @staticmethod
+    def forward(ctx, a, b, c, weight, bias):  # type: ignore[override]
+        hidden = (a + b).add_(c).relu_()
+        ctx.save_for_backward(a, b, c, weight)
+        return F.linear(hidden, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        a, b, c, weight = ctx.saved_tensors
+        hidden = (a + b).add_(c).relu_()
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_weight = (flat.t() @ hidden.reshape(-1, hidden.shape[-1]).to(flat.dtype)).to(weight.dtype)
+        grad_bias = flat.sum(0).to(weight.dtype)
+        grad_hidden = (flat @ weight.to(flat.dtype)).view(hidden.shape).masked_fill_(hidden <= 0, 0.0)
+        return (grad_hidden.sum_to_size(a.shape).to(a.dtype), grad_hidden.sum_to_size(b.shape).to(b.dtype),
+                grad_hidden.sum_to_size(c.shape).to(c.dtype), grad_weight, grad_bias)
 
 
 class TriplaneProjector(nn.Module):
@@ -62,7 +88,13 @@ class TriplaneProjector(nn.Module):
 
 class TriplaneField(nn.Module):
     """The decoder. `density`: plane features (..., D) -> density (...) and a shared feature (..., F) (one MLP
-    shared by all tasks); `decode`: feature (..., F) -> {task: values (..., C_t)} (one light MLP per task)."""
+    shared by all tasks); `decode`: feature (..., F) -> {task: values (..., C_t)} (one light MLP per task).
+
+    Exact rewrites for speed, same parameters: `first_layer_factors` + `density_from_parts` apply the first linear
+    layer to the tri-plane reads of a sample grid before their broadcast (the aggregations sum/mean/concat are
+    linear); `task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point decoding
+    can composite the hidden layer and apply that layer once per ray (compositing is linear too).
+    """
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
                  density_activation: str = "softplus"):
@@ -76,14 +108,63 @@ class TriplaneField(nn.Module):
         })
         self.activation = DENSITY_ACTIVATIONS[density_activation]
         self.feature_dim = density_hidden
+        self.task_hidden_dim = task_hidden
         self.channels = dict(channels)
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.shared(x)
-        return self.activation(out[..., 0]), out[..., 1:]
+        return self._density_head(self.shared(x))
+
+    def first_layer_factors(self, factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                            aggregation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The first layer's pre-activation split over the three tri-plane reads: W (a + b + c) + bias =
+        W a + W b + (W c + bias) (mean: W / 3; concat: W's three column blocks), so it runs per pixel, per (column,
+        sample) and per (row, sample) instead of per sample. None for "product", which is not linear."""
+        if aggregation == "product":
+            return None
+        first = self.shared[0]
+        if aggregation == "concat":
+            weights = first.weight.split(first.weight.shape[1] // 3, dim=1)
+        else:
+            weights = (first.weight / 3.0,) * 3 if aggregation == "mean" else (first.weight,) * 3
+        a, b, c = factors
+        return F.linear(a, weights[0]), F.linear(b, weights[1]), F.linear(c, weights[2], first.bias)
+
+    def density_from_parts(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                            torch.Tensor]:
+        """sigma, feature from the first layer's parts (`first_layer_factors`), broadcast to the samples."""
+        second = self.shared[2]
+        return self._density_head(_LinearOfReluSum.apply(a, b, c, second.weight, second.bias))
+
+    def _density_head(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sigma, feature from the second layer's output (..., 1 + F)."""
+        sigma, feature = out.split([1, self.feature_dim], dim=-1)
+        # contiguous: the activation saves its input for backward, and a view would keep the whole output alive
+        return self.activation(sigma[..., 0].contiguous()), feature
 
     def decode(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: mlp(feature) for name, mlp in self.task_mlps.items()}
+
+    def task_hidden(self, feature: torch.Tensor) -> torch.Tensor:
+        """The task MLPs up to their last layer, all tasks at once: feature (..., F) -> (..., T * task_hidden) in
+        task order (one ReLU of the shared feature, the first layers as one matmul)."""
+        firsts = [mlp[1] for mlp in self.task_mlps.values()]
+        weight = torch.cat([layer.weight for layer in firsts])
+        bias = torch.cat([layer.bias for layer in firsts])
+        # on a 2-D input, so the in-place ReLU acts on the matmul's own output (not a view: no copy in backward)
+        hidden = F.linear(F.relu(feature).reshape(-1, feature.shape[-1]), weight, bias).relu_()
+        return hidden.view(*feature.shape[:-1], hidden.shape[-1])
+
+    def task_outputs(self, hidden: torch.Tensor, opacity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The task MLPs' last layers on `task_hidden`'s output -> {task: (..., C_t)}. With `opacity` (...), hidden
+        is a composite sum_i w_i h_i and the result is sum_i w_i (W h_i + b) = W hidden + b opacity."""
+        out = {}
+        for (name, mlp), block in zip(self.task_mlps.items(), hidden.split(self.task_hidden_dim, dim=-1)):
+            last = mlp[3]
+            value = F.linear(block, last.weight, last.bias)
+            if opacity is not None:
+                value = value - last.bias * (1.0 - opacity[..., None]).to(value.dtype)
+            out[name] = value
+        return out
 
 
 @dataclass
@@ -93,7 +174,8 @@ class Renders:
     tasks: {task: (B, C_t, h, w)} every rendered task in model order, raw outputs like the heads' (logits, unnormalized
     normals in the rendered camera's frame); the depth task's entry is `depth` itself. depth: (B, 1, h, w) expected
     ray termination z-depth in metres (empty space counts as far); opacity: (B, 1, h, w) in [0, 1]; feature:
-    (B, F, h, w) the composited shared feature (for visualization). depth_tasks: the tasks rendered as `depth`.
+    (B, F, h, w) the composited shared feature (for visualization; with decode "point" it carries no gradient).
+    depth_tasks: the tasks rendered as `depth`.
     """
 
     tasks: dict[str, torch.Tensor]
@@ -165,34 +247,58 @@ class Regularizer(nn.Module):
         return NDCCamera(source, partner, self.config.spacing)
 
     def render(self, planes: torch.Tensor, camera: Camera, size: tuple[int, int] | None = None,
-               stratified: bool = False, factored: bool = True) -> Renders:
+               stratified: bool = False, fast: bool = True) -> Renders:
         """Render every field of the tri-plane from `camera` at `size` (default config.render_size).
 
         One path for training, evaluation and render-views: `render_field` (its analytic tests are the renderer's).
         decode "point": the task MLPs run on every sample and their outputs are composited (the paper's NeRF-style
         formulation); "ray": the shared feature is composited and the task MLPs run once per ray. Camera-frame
         vector tasks (normals) come out in the rendered camera's frame (`camera.vectors_to_view`).
+        `fast` takes the exact rewrites (factored tri-plane reads and first layer on grid cameras, the task MLPs'
+        last layer after compositing); False evaluates the literal per-sample definition (for tests).
         """
         h, w = size or self.config.render_size
         b = planes.shape[0]
         decoded = [t for t in self.tasks if not t.rendered_as_depth]
         per_point = self.config.decode == "point"
+        aggregation = self.config.aggregation
+
+        factored: dict[int, tuple] = {}  # the grid's tri-plane reads (first layer applied), once per render
 
         def field(samples):
-            sigma, feature = self.field.density(triplane_features(planes, samples, self.config.aggregation))
+            if fast and samples.grid is not None:
+                if id(samples.grid) not in factored:
+                    reads = triplane_grid_factors(planes, samples.grid)
+                    parts = self.field.first_layer_factors(reads, aggregation)
+                    factored[id(samples.grid)] = (parts is not None, parts or reads)
+                linear, (a, b, c) = factored[id(samples.grid)]
+                a, b, c = a[:, samples.rows], b, c[:, samples.rows]
+                if linear:
+                    sigma, feature = self.field.density_from_parts(a, b, c)
+                else:
+                    sigma, feature = self.field.density(aggregate_reads((a, b, c), aggregation))
+                b_, h_, w_, n_ = sigma.shape
+                sigma, feature = sigma.reshape(b_, h_ * w_, n_), feature.reshape(b_, h_ * w_, n_, -1)
+            else:
+                sigma, feature = self.field.density(triplane_features(planes, samples, aggregation))
             if not per_point:
                 return sigma, feature
-            return sigma, torch.cat([feature, *self.field.decode(feature).values()], dim=-1)
+            if fast:  # composite the task MLPs' last hidden layer; their last layer runs per ray. The composited
+                # feature is only shown (render-views), never supervised here: composited without gradient
+                return sigma, self.field.task_hidden(feature), feature
+            return sigma, torch.cat(list(self.field.decode(feature).values()), dim=-1), feature
 
         out = render_field(field, camera, (h, w), b, self.config.samples, device=planes.device,
-                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True,
-                           factored=factored)
-        width = self.field.feature_dim
-        feature = out.values[..., :width]
-        if per_point:
+                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True, factored=fast)
+        if per_point and fast:
+            feature = out.shown
+            values = self.field.task_outputs(out.values, out.opacity)
+        elif per_point:
+            feature = out.shown
             sizes = [self.field.channels[t.name] for t in decoded]
-            values = dict(zip([t.name for t in decoded], out.values[..., width:].split(sizes, dim=-1)))
+            values = dict(zip([t.name for t in decoded], out.values.split(sizes, dim=-1)))
         else:
+            feature = out.values
             values = self.field.decode(feature)
 
         def image(x: torch.Tensor) -> torch.Tensor:  # (B, R, C) -> (B, C, h, w)

@@ -65,11 +65,14 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
 @dataclass
 class RenderedRays:
     """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
-    weights, depth (B, R) in metres (the camera's map of the expected ray parameter), opacity (B, R)."""
+    weights (a tuple of them when the field returns a tuple), depth (B, R) in metres (the camera's map of the
+    expected ray parameter), opacity (B, R), shown (B, R, C') the field's display-only values composited without
+    gradient (None when it has none)."""
 
-    values: torch.Tensor
+    values: torch.Tensor | tuple[torch.Tensor, ...]
     depth: torch.Tensor
     opacity: torch.Tensor
+    shown: torch.Tensor | None = None
 
 
 def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch: int, n_samples: int, *,
@@ -79,7 +82,9 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
     """Render a radiance-like field seen by `camera` at `size` (h, w), for `batch` images.
 
     field_fn: `CubeSamples` of a chunk of r rays (cube coordinates: `.grid` when factored, `.points()` always) ->
-    (sigma (B, r, N), values (B, r, N, C)). Density is zero outside the cube [-1, 1]^3, the tri-plane's domain.
+    (sigma (B, r, N), values (B, r, N, C) or a tuple of such, each composited on its own), optionally followed by
+    display-only values, composited without gradient so autograd keeps nothing of them. Density is zero outside
+    the cube [-1, 1]^3, the tri-plane's domain.
     Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
     rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
     and the field can factor its lookups (`factored`; False forces the per-point path, for tests). Rays go through
@@ -99,15 +104,29 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
         rows_slice = slice(top, min(h, top + rows))
         ray_slice = slice(rows_slice.start * w, rows_slice.stop * w)
         if grid is not None:
-            samples = CubeSamples(grid=grid.rows(rows_slice))
+            samples = CubeSamples(grid=grid, rows=rows_slice)
         else:
             samples = CubeSamples(xyz=camera.to_cube(rays.points(t, ray_slice)))
-        sigma, values = field_fn(samples)
+        sigma, values, *shown = field_fn(samples)
         inside = samples.inside()
         if inside is not None:
             sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         weights = render_weights(sigma, deltas)
         depth = expected_depth(weights, t, rays.far if empty_depth_at_far else None)
-        pieces.append((composite(weights, values), depth, accumulated_opacity(weights)))
-    values, depth, opacity = (torch.cat(parts, dim=1) for parts in zip(*pieces))
-    return RenderedRays(values, camera.depth_metres(depth), opacity)
+        if isinstance(values, torch.Tensor):
+            composited = composite(weights, values)
+        else:
+            composited = tuple(composite(weights, v) for v in values)
+        if shown:
+            with torch.no_grad():
+                shown = composite(weights, shown[0])
+        else:
+            shown = None
+        pieces.append((composited, depth, accumulated_opacity(weights), shown))
+    composited, depth, opacity, shown = zip(*pieces)
+    if isinstance(composited[0], torch.Tensor):
+        values = torch.cat(composited, dim=1)
+    else:
+        values = tuple(torch.cat(parts, dim=1) for parts in zip(*composited))
+    shown = torch.cat(shown, dim=1) if shown[0] is not None else None
+    return RenderedRays(values, camera.depth_metres(torch.cat(depth, dim=1)), torch.cat(opacity, dim=1), shown)
