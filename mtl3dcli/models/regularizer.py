@@ -11,6 +11,7 @@ partner view B (cross-view consistency).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.triplane import (aggregate_reads, triplane_feature_dim, triplane_features,
                                       triplane_grid_factors)
-from mtl3dcli.render.volume import render_field
+from mtl3dcli.render.volume import composite, render_field
 from mtl3dcli.tasks import Task, get_task
 
 
@@ -41,6 +42,11 @@ class _TruncExp(torch.autograd.Function):
 
 
 DENSITY_ACTIVATIONS = {"softplus": F.softplus, "trunc_exp": _TruncExp.apply}
+
+
+def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The gradient through y = relu(x) given y: grad where y > 0, else 0 (one fused pass, as autograd's own)."""
+    return torch.ops.aten.threshold_backward(grad, output.to(grad.dtype), 0)
 
 
 class _LinearOfReluSum(torch.autograd.Function):
@@ -63,9 +69,45 @@ class _LinearOfReluSum(torch.autograd.Function):
         flat = grad.reshape(-1, grad.shape[-1])
         grad_weight = (flat.t() @ hidden.reshape(-1, hidden.shape[-1]).to(flat.dtype)).to(weight.dtype)
         grad_bias = flat.sum(0).to(weight.dtype)
-        grad_hidden = (flat @ weight.to(flat.dtype)).view(hidden.shape).masked_fill_(hidden <= 0, 0.0)
+        grad_hidden = _relu_backward((flat @ weight.to(flat.dtype)).view(hidden.shape), hidden)
         return (grad_hidden.sum_to_size(a.shape).to(a.dtype), grad_hidden.sum_to_size(b.shape).to(b.dtype),
                 grad_hidden.sum_to_size(c.shape).to(c.dtype), grad_weight, grad_bias)
+
+
+class _CompositeOfTaskHidden(torch.autograd.Function):
+    """composite(weights, relu(linear(relu(feature), weight, bias))): the task MLPs' hidden layer of every sample,
+    composited along the rays. weights (B, r, N), feature (B, r, N, F) -> (B, r, H). Backward recomputes the
+    hidden layer from the feature (one matmul) instead of keeping it, the widest per-sample tensor of point
+    decoding; the gradients are those of the plain composition (ReLU masks, nn.Linear's weight and input
+    gradients, the compositing weights' gradient hidden . grad)."""
+
+    @staticmethod
+    def forward(ctx, weights, feature, weight, bias):  # type: ignore[override]
+        relu_feature, hidden = _task_hidden(feature, weight, bias)
+        ctx.save_for_backward(weights, feature, weight, bias)
+        return composite(weights, hidden.view(*feature.shape[:-1], -1))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weights, feature, weight, bias = ctx.saved_tensors
+        relu_feature, hidden = _task_hidden(feature, weight, bias)
+        dtype = grad.dtype
+        hidden = hidden.view(*feature.shape[:-1], -1).to(dtype)  # (B, r, N, H)
+        grad_weights = (hidden @ grad[..., None])[..., 0].to(weights.dtype)  # sum_c hidden * grad
+        grad_hidden = _relu_backward(weights.to(dtype)[..., None] * grad[..., None, :], hidden)
+        flat = grad_hidden.view(-1, grad_hidden.shape[-1])
+        grad_weight = (flat.t() @ relu_feature.to(dtype)).to(weight.dtype)
+        grad_bias = flat.sum(0).to(bias.dtype)
+        grad_feature = _relu_backward(flat @ weight.to(dtype), relu_feature)
+        return grad_weights, grad_feature.view(feature.shape).to(feature.dtype), grad_weight, grad_bias
+
+
+def _task_hidden(feature: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor]:
+    """relu(feature) and relu(linear(relu(feature))), both 2-D (samples, channels): on a 2-D input the in-place
+    ReLU acts on the matmul's own output (not a view, which would cost a copy in backward)."""
+    relu_feature = F.relu(feature).reshape(-1, feature.shape[-1])
+    return relu_feature, F.linear(relu_feature, weight, bias).relu_()
 
 
 class TriplaneProjector(nn.Module):
@@ -92,8 +134,9 @@ class TriplaneField(nn.Module):
 
     Exact rewrites for speed, same parameters: `first_layer_factors` + `density_from_parts` apply the first linear
     layer to the tri-plane reads of a sample grid before their broadcast (the aggregations sum/mean/concat are
-    linear); `task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point decoding
-    can composite the hidden layer and apply that layer once per ray (compositing is linear too).
+    linear); `composite_task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point
+    decoding composites the hidden layer and applies that layer once per ray (compositing is linear too). Both
+    recompute their per-sample hidden layer in backward instead of keeping it (memory).
     """
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
@@ -144,19 +187,21 @@ class TriplaneField(nn.Module):
     def decode(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: mlp(feature) for name, mlp in self.task_mlps.items()}
 
-    def task_hidden(self, feature: torch.Tensor) -> torch.Tensor:
-        """The task MLPs up to their last layer, all tasks at once: feature (..., F) -> (..., T * task_hidden) in
-        task order (one ReLU of the shared feature, the first layers as one matmul)."""
+    def _task_firsts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task MLPs' first layers as one: weight (T * task_hidden, F), bias (T * task_hidden,), task order."""
         firsts = [mlp[1] for mlp in self.task_mlps.values()]
-        weight = torch.cat([layer.weight for layer in firsts])
-        bias = torch.cat([layer.bias for layer in firsts])
-        # on a 2-D input, so the in-place ReLU acts on the matmul's own output (not a view: no copy in backward)
-        hidden = F.linear(F.relu(feature).reshape(-1, feature.shape[-1]), weight, bias).relu_()
-        return hidden.view(*feature.shape[:-1], hidden.shape[-1])
+        return torch.cat([layer.weight for layer in firsts]), torch.cat([layer.bias for layer in firsts])
+
+    def composite_task_hidden(self, weights: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """The task MLPs up to their last layer, all tasks at once (one ReLU of the shared feature, the first layers
+        as one matmul), composited: weights (B, r, N), feature (B, r, N, F) -> (B, r, T * task_hidden) in task
+        order; the hidden layer is recomputed in backward rather than kept (`_CompositeOfTaskHidden`)."""
+        return _CompositeOfTaskHidden.apply(weights, feature, *self._task_firsts())
 
     def task_outputs(self, hidden: torch.Tensor, opacity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The task MLPs' last layers on `task_hidden`'s output -> {task: (..., C_t)}. With `opacity` (...), hidden
-        is a composite sum_i w_i h_i and the result is sum_i w_i (W h_i + b) = W hidden + b opacity."""
+        """The task MLPs' last layers on their hidden layer (..., T * task_hidden) -> {task: (..., C_t)}. With
+        `opacity` (...), hidden is a composite sum_i w_i h_i and the result is sum_i w_i (W h_i + b) =
+        W hidden + b opacity."""
         out = {}
         for (name, mlp), block in zip(self.task_mlps.items(), hidden.split(self.task_hidden_dim, dim=-1)):
             last = mlp[3]
@@ -285,7 +330,7 @@ class Regularizer(nn.Module):
                 return sigma, feature
             if fast:  # composite the task MLPs' last hidden layer; their last layer runs per ray. The composited
                 # feature is only shown (render-views), never supervised here: composited without gradient
-                return sigma, self.field.task_hidden(feature), feature
+                return sigma, functools.partial(self.field.composite_task_hidden, feature=feature), feature
             return sigma, torch.cat(list(self.field.decode(feature).values()), dim=-1), feature
 
         out = render_field(field, camera, (h, w), b, self.config.samples, device=planes.device,

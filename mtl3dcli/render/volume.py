@@ -14,7 +14,7 @@ import torch
 from mtl3dcli.render.cameras import Camera
 from mtl3dcli.render.rays import CubeSamples, sample_along_rays
 
-FieldFn = Callable[[CubeSamples], tuple[torch.Tensor, torch.Tensor]]
+FieldFn = Callable[[CubeSamples], tuple]
 
 
 def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -65,11 +65,11 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
 @dataclass
 class RenderedRays:
     """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
-    weights (a tuple of them when the field returns a tuple), depth (B, R) in metres (the camera's map of the
+    weights, depth (B, R) in metres (the camera's map of the
     expected ray parameter), opacity (B, R), shown (B, R, C') the field's display-only values composited without
     gradient (None when it has none)."""
 
-    values: torch.Tensor | tuple[torch.Tensor, ...]
+    values: torch.Tensor
     depth: torch.Tensor
     opacity: torch.Tensor
     shown: torch.Tensor | None = None
@@ -82,8 +82,10 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
     """Render a radiance-like field seen by `camera` at `size` (h, w), for `batch` images.
 
     field_fn: `CubeSamples` of a chunk of r rays (cube coordinates: `.grid` when factored, `.points()` always) ->
-    (sigma (B, r, N), values (B, r, N, C) or a tuple of such, each composited on its own), optionally followed by
-    display-only values, composited without gradient so autograd keeps nothing of them. Density is zero outside
+    (sigma (B, r, N), values), optionally followed by display-only values (B, r, N, C'), composited without
+    gradient so autograd keeps nothing of them. values: (B, r, N, C), composited here, or a function of the
+    compositing weights (B, r, N) -> (B, r, C) for a field that composites its own way (e.g. recomputing its
+    activations in backward instead of keeping them). Density is zero outside
     the cube [-1, 1]^3, the tri-plane's domain.
     Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
     rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
@@ -113,10 +115,7 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
             sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         weights = render_weights(sigma, deltas)
         depth = expected_depth(weights, t, rays.far if empty_depth_at_far else None)
-        if isinstance(values, torch.Tensor):
-            composited = composite(weights, values)
-        else:
-            composited = tuple(composite(weights, v) for v in values)
+        composited = values(weights) if callable(values) else composite(weights, values)
         if shown:
             with torch.no_grad():
                 shown = composite(weights, shown[0])
@@ -124,9 +123,6 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
             shown = None
         pieces.append((composited, depth, accumulated_opacity(weights), shown))
     composited, depth, opacity, shown = zip(*pieces)
-    if isinstance(composited[0], torch.Tensor):
-        values = torch.cat(composited, dim=1)
-    else:
-        values = tuple(torch.cat(parts, dim=1) for parts in zip(*composited))
     shown = torch.cat(shown, dim=1) if shown[0] is not None else None
-    return RenderedRays(values, camera.depth_metres(torch.cat(depth, dim=1)), torch.cat(opacity, dim=1), shown)
+    return RenderedRays(torch.cat(composited, dim=1), camera.depth_metres(torch.cat(depth, dim=1)),
+                        torch.cat(opacity, dim=1), shown)
