@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--plane-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--aggregation", default="sum")
-    parser.add_argument("--chunk", type=int, default=None, help="rays per chunk (default: all at once)")
+    parser.add_argument("--chunk", type=int, default=2048, help="rays per chunk, all images (regularizer.chunk)")
     parser.add_argument("--camera", default="orthographic", choices=["orthographic", "ndc", "partner"])
     parser.add_argument("--direct", action="store_true", help="per-sample tri-plane lookup (no factoring)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -1,9 +1,12 @@
 """Training step time and peak memory with and without the 3D-aware regularizer, for one preset and device.
 
-    python benchmarks/train_step.py --preset demo [--device cpu|cuda] [--steps 20] [--batch-size N]
+    python benchmarks/train_step.py --preset demo [--device cpu|cuda] [--steps 20] [--batch-size N] [--threads N]
 
 Uses random images and labels of the preset's training size (no dataset needed). Each variant runs in its own
-process so peak memory is not shared. Prints one JSON object: per-variant ms/step and peak MB, and the overhead.
+process so peak memory is not shared; the variants alternate `--repeats` times and medians are reported. Prints one
+JSON object: per-variant wall ms/step, CPU ms/step (process time of all threads: far steadier than wall time on a
+shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the
+work itself: with two threads a thread waiting for a descheduled partner spins and inflates both clocks.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def run_variant(args) -> dict:
     classes = {t.name: [f"c{i}" for i in range(args.classes)] for t in tasks if hasattr(t, "fill") and t.fill == 255}
     meta = DatasetMeta(name="bench", tasks=[t.name for t in tasks], classes=classes, depth_range=(0.0, 10.0))
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(config, meta, load_backbone_weights=False).to(device)
     objective = Objective(model, config).to(device).train()
@@ -76,7 +81,7 @@ def run_variant(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()
     if device.type == "cuda":
@@ -85,7 +90,8 @@ def run_variant(args) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     ms = (time.perf_counter() - start) / args.steps * 1000
-    return {"ms_per_step": round(ms, 2), "peak_mb": round(peak, 1),
+    cpu_ms = (time.process_time() - cpu_start) / args.steps * 1000
+    return {"ms_per_step": round(ms, 2), "cpu_ms_per_step": round(cpu_ms, 2), "peak_mb": round(peak, 1),
             "params_total": sum(p.numel() for p in model.parameters()),
             "params_inference": sum(p.numel() for p in model.net.parameters())}
 
@@ -99,6 +105,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=13)
     parser.add_argument("--repeats", type=int, default=3, help="processes per variant (medians are reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     parser.add_argument("--variant", choices=["reg", "noreg"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,13 +119,19 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs[variant].append(json.loads(out.strip().splitlines()[-1]))
     results = {variant: {**values[0], **{key: sorted(v[key] for v in values)[len(values) // 2]
-                                          for key in ("ms_per_step", "peak_mb")}}
+                                          for key in ("ms_per_step", "cpu_ms_per_step", "peak_mb")}}
                for variant, values in runs.items()}
-    overhead = results["reg"]["ms_per_step"] / results["noreg"]["ms_per_step"] - 1.0
-    print(json.dumps({"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
+
+    def overhead(key: str) -> float:
+        return round(results["reg"][key] / results["noreg"][key] - 1.0, 4)
+
+    print(json.dumps({"preset": args.preset, "device": args.device, "threads": args.threads or torch.get_num_threads(),
                       "repeats": args.repeats,
                       "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
-                      "step_time_overhead": round(overhead, 4)}))
+                      "step_time_overhead": overhead("ms_per_step"),
+                      "cpu_time_overhead": overhead("cpu_ms_per_step"), "peak_memory_growth": overhead("peak_mb"),
+                      "runs": {variant: {key: [v[key] for v in values] for key in ("ms_per_step", "cpu_ms_per_step")}
+                               for variant, values in runs.items()}}))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class RegularizerConfig:
     cross_alpha: float = 0.5  # weight of the cross-view loss relative to alpha_t
     cross_tolerance: float = 0.05  # relative depth agreement for a partner pixel to count as seen by the input view
     min_overlap: float = 0.3  # partner views must see at least this fraction of the anchor view
-    chunk: int = 8192  # rays rendered per chunk (bounds memory)
+    chunk: int = 2048  # rays per render chunk (all images): bounds memory; keeps CPU buffers under malloc's mmap size
 
 
 @dataclass

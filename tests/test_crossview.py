@@ -13,7 +13,7 @@ from torch.utils.data import default_collate
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import train_transform
 from mtl3dcli.engine.objective import Objective
-from mtl3dcli.geometry import camera_rays, invert_pose, relative_pose, transform_vectors
+from mtl3dcli.geometry import camera_rays, covisible, invert_pose, relative_pose, transform_vectors
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.models.build import build_model, resolve_tasks
 
@@ -72,17 +72,18 @@ def test_partner_rotated_about_y_sees_the_plane_normal_in_its_own_frame(tmp_path
     planes = torch.zeros(1, 3, 4, rows, rows)
     planes[0, 1, 0] = ((row_z - cube_z).abs() < 0.03).float()[:, None]  # xz plane: rows are cube z
 
-    feature_dim = reg.field.feature_dim
-
-    def density(feats):
-        return 300.0 * feats[..., 0].clamp_min(0), feats[..., :1].expand(*feats.shape[:-1], feature_dim) * 0
-
-    def decode_fn(feature):
-        shape = feature.shape[:-1]
-        normal = torch.tensor([0.0, 0.0, -1.0]).expand(*shape, 3)
-        return {"semseg": torch.zeros(*shape, 5), "normals": normal, "edge": torch.zeros(*shape, 1)}
-
-    reg.field.density, reg.field.decode = density, decode_fn
+    # the real decoder, weights set by hand: density softplus(300 f0 - 20) (opaque in the slab, ~2e-9 elsewhere), a
+    # constant shared feature 1, and task MLPs that ignore it and output their last bias: normals (0, 0, -1)
+    field = reg.field
+    with torch.no_grad():
+        for p in field.parameters():
+            p.zero_()
+        field.shared[0].weight[0, 0] = 1.0
+        field.shared[2].weight[0, 0], field.shared[2].bias[0] = 300.0, -20.0
+        field.shared[2].bias[1:] = 1.0
+        for mlp in field.task_mlps.values():
+            mlp[1].bias.fill_(1.0)
+        field.task_mlps["normals"][3].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
     pose_a = torch.eye(4)
     pose_a[:3, :3] = _rotation_y(-35.0) @ torch.tensor([[1.0, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])
     pose_a[:3, 3] = torch.tensor([0.3, -1.2, 0.7])
@@ -148,3 +149,26 @@ def test_crossview_training_step_under_cpu_autocast(tiny_dataset, dtype):
     total.backward()
     grads = [p.grad for p in model.regularizer.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_partner_labels_agree_once_rotated_through_the_relative_pose(tiny_dataset, flip):
+    # The conventions the cross-view loss relies on, checked on the dataset pipeline (crops, scales and mirrored,
+    # improper poses): a pixel of B covisible with A sees the surface A's label describes at the reprojected pixel,
+    # and A's normal moved by the linear part of a_to_b is B's normal (the fixture's plane: exact up to uint8 encoding).
+    tasks = resolve_tasks(tiny_config(tiny_dataset))
+    transform = train_transform(SIZE, (0.9, 1.1), flip=flip, jitter=0.0)
+    dataset = MultiTaskDataset(tiny_dataset, "train", tasks, transform, pairs=True, min_overlap=0.0, seed=5)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        pair = sample["pair"]
+        b_to_a = relative_pose(sample["pose"][None], pair["pose"][None])
+        depth = {key: torch.where(s["valid"]["depth"], s["labels"]["depth"][0], 0.0)[None]
+                 for key, s in (("a", sample), ("b", pair))}
+        seen = covisible(depth["b"], pair["K"][None], depth["a"], sample["K"][None], b_to_a)[0]
+        seen &= pair["valid"]["normals"]
+        assert seen.float().mean() > 0.3
+        normal_a = sample["labels"]["normals"][:, sample["valid"]["normals"]].mean(dim=1)  # one plane: one normal
+        moved = transform_vectors(invert_pose(b_to_a), normal_a[None, None])[0, 0]
+        angles = _angle_deg(moved[:, None, None], pair["labels"]["normals"][:, seen][:, None])
+        assert angles.max() < 1.0, index

@@ -284,7 +284,7 @@ def test_opaque_slab_renders_its_depth_and_value(stratified):
                        generator=torch.Generator().manual_seed(5))
     # rays start at z = -1 with unit z direction, so t sits at z = t - 1 and depth = near + t (far - near) / 2 metres.
     # Bins are 1/32 wide; z0 = 0.3 lies in bin 41 (z in [0.28125, 0.3125]). Midpoints: bin 41's 0.296875 misses the
-    # slab, bin 42's 0.328125 is the first hit. Stratified: the first hit is in bin 41 or 42, so within [z0, z0 + 2 bins).
+    # slab, bin 42's 0.328125 is the first hit. Stratified: the first hit is in bin 41 or 42, so in [z0, z0 + 2 bins).
     depth_z = (out.depth - near) / ((far - near) / 2) - 1.0
     if stratified:
         assert ((depth_z >= z0 - 1e-6) & (depth_z < z0 + 2 / 32)).all()
@@ -312,7 +312,7 @@ def _field_of(planes: torch.Tensor, scale: float = 1.0, factored: bool = True):
 
     def field(samples):
         if factored and samples.grid is not None:
-            feats = sample_triplane_grid(planes, samples.grid)
+            feats = sample_triplane_grid(planes, samples.chunk_grid())
         else:
             feats = sample_triplane(planes, samples.points())
         return torch.nn.functional.softplus(feats[..., 0]) * 4.0 * scale, feats[..., 1:]

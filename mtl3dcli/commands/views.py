@@ -1,10 +1,11 @@
 """`mtl3d render-views`: look at the learned tri-plane fields from novel camera poses around the input view.
 
 The image goes through the encoder and the regularizer's projector once; the resulting tri-plane is rendered for
-every pose of a camera path. Orthographic models rotate their rays about the cube centre; perspective models
-rotate the pinhole camera about a pivot on its optical axis at mid depth (through `Regularizer.view_camera`). Pose 0 is the input view itself: for
-orthographic models frame 0 is exactly the render the regularizer was supervised with during training; perspective
-models see a new photo through an assumed 60-degree pinhole (training used each sample's own K).
+every pose of a camera path (`Regularizer.view_camera`). Orthographic models rotate their rays about the cube
+centre; perspective models rotate the pinhole camera about a pivot on its optical axis at mid depth. Pose 0 is the
+input view itself: frame 0 is exactly the render the regularizer was supervised with during training (perspective
+models see a new photo through an assumed 60-degree pinhole; training used each sample's own K). Rendered normals
+are shown in each novel camera's frame.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ partner view B (cross-view consistency).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,9 @@ from torch import nn
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
-from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
-from mtl3dcli.render.volume import render_field
+from mtl3dcli.render.triplane import (aggregate_reads, triplane_feature_dim, triplane_features,
+                                      triplane_grid_factors)
+from mtl3dcli.render.volume import composite, render_field
 from mtl3dcli.tasks import Task, get_task
 
 
@@ -40,6 +42,72 @@ class _TruncExp(torch.autograd.Function):
 
 
 DENSITY_ACTIVATIONS = {"softplus": F.softplus, "trunc_exp": _TruncExp.apply}
+
+
+def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The gradient through y = relu(x) given y: grad where y > 0, else 0 (one fused pass, as autograd's own)."""
+    return torch.ops.aten.threshold_backward(grad, output.to(grad.dtype), 0)
+
+
+class _LinearOfReluSum(torch.autograd.Function):
+    """linear(relu(a + b + c), weight, bias) for a, b, c (..., D) broadcasting to the samples (the first layer's
+    parts over the tri-plane reads): the per-sample hidden layer relu(a + b + c) is not kept for backward but
+    recomputed there from the small parts (two adds and a ReLU: cheap next to the matmuls), which saves one
+    per-sample tensor of activations. Backward: the weight gradient and the input gradient as nn.Linear's, the
+    ReLU mask, then each part's gradient summed over the dimensions it was broadcast along."""
+
+    @staticmethod
+    def forward(ctx, a, b, c, weight, bias):  # type: ignore[override]
+        hidden = (a + b).add_(c).relu_()
+        ctx.save_for_backward(a, b, c, weight)
+        return F.linear(hidden, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        a, b, c, weight = ctx.saved_tensors
+        hidden = (a + b).add_(c).relu_()
+        flat = grad.reshape(-1, grad.shape[-1])
+        grad_weight = (flat.t() @ hidden.reshape(-1, hidden.shape[-1]).to(flat.dtype)).to(weight.dtype)
+        grad_bias = flat.sum(0).to(weight.dtype)
+        grad_hidden = _relu_backward((flat @ weight.to(flat.dtype)).view(hidden.shape), hidden)
+        return (grad_hidden.sum_to_size(a.shape).to(a.dtype), grad_hidden.sum_to_size(b.shape).to(b.dtype),
+                grad_hidden.sum_to_size(c.shape).to(c.dtype), grad_weight, grad_bias)
+
+
+class _CompositeOfTaskHidden(torch.autograd.Function):
+    """composite(weights, relu(linear(relu(feature), weight, bias))): the task MLPs' hidden layer of every sample,
+    composited along the rays. weights (B, r, N), feature (B, r, N, F) -> (B, r, H). Backward recomputes the
+    hidden layer from the feature (one matmul) instead of keeping it, the widest per-sample tensor of point
+    decoding; the gradients are those of the plain composition (ReLU masks, nn.Linear's weight and input
+    gradients, the compositing weights' gradient hidden . grad)."""
+
+    @staticmethod
+    def forward(ctx, weights, feature, weight, bias):  # type: ignore[override]
+        relu_feature, hidden = _task_hidden(feature, weight, bias)
+        ctx.save_for_backward(weights, feature, weight, bias)
+        return composite(weights, hidden.view(*feature.shape[:-1], -1))
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weights, feature, weight, bias = ctx.saved_tensors
+        relu_feature, hidden = _task_hidden(feature, weight, bias)
+        dtype = grad.dtype
+        hidden = hidden.view(*feature.shape[:-1], -1).to(dtype)  # (B, r, N, H)
+        grad_weights = (hidden @ grad[..., None])[..., 0].to(weights.dtype)  # sum_c hidden * grad
+        grad_hidden = _relu_backward(weights.to(dtype)[..., None] * grad[..., None, :], hidden)
+        flat = grad_hidden.view(-1, grad_hidden.shape[-1])
+        grad_weight = (flat.t() @ relu_feature.to(dtype)).to(weight.dtype)
+        grad_bias = flat.sum(0).to(bias.dtype)
+        grad_feature = _relu_backward(flat @ weight.to(dtype), relu_feature)
+        return grad_weights, grad_feature.view(feature.shape).to(feature.dtype), grad_weight, grad_bias
+
+
+def _task_hidden(feature: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                           torch.Tensor]:
+    """relu(feature) and relu(linear(relu(feature))), both 2-D (samples, channels): on a 2-D input the in-place
+    ReLU acts on the matmul's own output (not a view, which would cost a copy in backward)."""
+    relu_feature = F.relu(feature).reshape(-1, feature.shape[-1])
+    return relu_feature, F.linear(relu_feature, weight, bias).relu_()
 
 
 class TriplaneProjector(nn.Module):
@@ -62,7 +130,14 @@ class TriplaneProjector(nn.Module):
 
 class TriplaneField(nn.Module):
     """The decoder. `density`: plane features (..., D) -> density (...) and a shared feature (..., F) (one MLP
-    shared by all tasks); `decode`: feature (..., F) -> {task: values (..., C_t)} (one light MLP per task)."""
+    shared by all tasks); `decode`: feature (..., F) -> {task: values (..., C_t)} (one light MLP per task).
+
+    Exact rewrites for speed, same parameters: `first_layer_factors` + `density_from_parts` apply the first linear
+    layer to the tri-plane reads of a sample grid before their broadcast (the aggregations sum/mean/concat are
+    linear); `composite_task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point
+    decoding composites the hidden layer and applies that layer once per ray (compositing is linear too). Both
+    recompute their per-sample hidden layer in backward instead of keeping it (memory).
+    """
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
                  density_activation: str = "softplus"):
@@ -76,14 +151,65 @@ class TriplaneField(nn.Module):
         })
         self.activation = DENSITY_ACTIVATIONS[density_activation]
         self.feature_dim = density_hidden
+        self.task_hidden_dim = task_hidden
         self.channels = dict(channels)
 
     def density(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.shared(x)
-        return self.activation(out[..., 0]), out[..., 1:]
+        return self._density_head(self.shared(x))
+
+    def first_layer_factors(self, factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                            aggregation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The first layer's pre-activation split over the three tri-plane reads: W (a + b + c) + bias =
+        W a + W b + (W c + bias) (mean: W / 3; concat: W's three column blocks), so it runs per pixel, per (column,
+        sample) and per (row, sample) instead of per sample. None for "product", which is not linear."""
+        if aggregation == "product":
+            return None
+        first = self.shared[0]
+        if aggregation == "concat":
+            weights = first.weight.split(first.weight.shape[1] // 3, dim=1)
+        else:
+            weights = (first.weight / 3.0,) * 3 if aggregation == "mean" else (first.weight,) * 3
+        a, b, c = factors
+        return F.linear(a, weights[0]), F.linear(b, weights[1]), F.linear(c, weights[2], first.bias)
+
+    def density_from_parts(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                            torch.Tensor]:
+        """sigma, feature from the first layer's parts (`first_layer_factors`), broadcast to the samples."""
+        second = self.shared[2]
+        return self._density_head(_LinearOfReluSum.apply(a, b, c, second.weight, second.bias))
+
+    def _density_head(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sigma, feature from the second layer's output (..., 1 + F)."""
+        sigma, feature = out.split([1, self.feature_dim], dim=-1)
+        # contiguous: the activation saves its input for backward, and a view would keep the whole output alive
+        return self.activation(sigma[..., 0].contiguous()), feature
 
     def decode(self, feature: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: mlp(feature) for name, mlp in self.task_mlps.items()}
+
+    def _task_firsts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task MLPs' first layers as one: weight (T * task_hidden, F), bias (T * task_hidden,), task order."""
+        firsts = [mlp[1] for mlp in self.task_mlps.values()]
+        return torch.cat([layer.weight for layer in firsts]), torch.cat([layer.bias for layer in firsts])
+
+    def composite_task_hidden(self, weights: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+        """The task MLPs up to their last layer, all tasks at once (one ReLU of the shared feature, the first layers
+        as one matmul), composited: weights (B, r, N), feature (B, r, N, F) -> (B, r, T * task_hidden) in task
+        order; the hidden layer is recomputed in backward rather than kept (`_CompositeOfTaskHidden`)."""
+        return _CompositeOfTaskHidden.apply(weights, feature, *self._task_firsts())
+
+    def task_outputs(self, hidden: torch.Tensor, opacity: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The task MLPs' last layers on their hidden layer (..., T * task_hidden) -> {task: (..., C_t)}. With
+        `opacity` (...), hidden is a composite sum_i w_i h_i and the result is sum_i w_i (W h_i + b) =
+        W hidden + b opacity."""
+        out = {}
+        for (name, mlp), block in zip(self.task_mlps.items(), hidden.split(self.task_hidden_dim, dim=-1)):
+            last = mlp[3]
+            value = F.linear(block, last.weight, last.bias)
+            if opacity is not None:
+                value = value - last.bias * (1.0 - opacity[..., None]).to(value.dtype)
+            out[name] = value
+        return out
 
 
 @dataclass
@@ -93,7 +219,8 @@ class Renders:
     tasks: {task: (B, C_t, h, w)} every rendered task in model order, raw outputs like the heads' (logits, unnormalized
     normals in the rendered camera's frame); the depth task's entry is `depth` itself. depth: (B, 1, h, w) expected
     ray termination z-depth in metres (empty space counts as far); opacity: (B, 1, h, w) in [0, 1]; feature:
-    (B, F, h, w) the composited shared feature (for visualization). depth_tasks: the tasks rendered as `depth`.
+    (B, F, h, w) the composited shared feature (for visualization; with decode "point" it carries no gradient).
+    depth_tasks: the tasks rendered as `depth`.
     """
 
     tasks: dict[str, torch.Tensor]
@@ -165,34 +292,58 @@ class Regularizer(nn.Module):
         return NDCCamera(source, partner, self.config.spacing)
 
     def render(self, planes: torch.Tensor, camera: Camera, size: tuple[int, int] | None = None,
-               stratified: bool = False, factored: bool = True) -> Renders:
+               stratified: bool = False, fast: bool = True) -> Renders:
         """Render every field of the tri-plane from `camera` at `size` (default config.render_size).
 
         One path for training, evaluation and render-views: `render_field` (its analytic tests are the renderer's).
         decode "point": the task MLPs run on every sample and their outputs are composited (the paper's NeRF-style
         formulation); "ray": the shared feature is composited and the task MLPs run once per ray. Camera-frame
         vector tasks (normals) come out in the rendered camera's frame (`camera.vectors_to_view`).
+        `fast` takes the exact rewrites (factored tri-plane reads and first layer on grid cameras, the task MLPs'
+        last layer after compositing); False evaluates the literal per-sample definition (for tests).
         """
         h, w = size or self.config.render_size
         b = planes.shape[0]
         decoded = [t for t in self.tasks if not t.rendered_as_depth]
         per_point = self.config.decode == "point"
+        aggregation = self.config.aggregation
+
+        factored: dict[int, tuple] = {}  # the grid's tri-plane reads (first layer applied), once per render
 
         def field(samples):
-            sigma, feature = self.field.density(triplane_features(planes, samples, self.config.aggregation))
+            if fast and samples.grid is not None:
+                if id(samples.grid) not in factored:
+                    reads = triplane_grid_factors(planes, samples.grid)
+                    parts = self.field.first_layer_factors(reads, aggregation)
+                    factored[id(samples.grid)] = (parts is not None, parts or reads)
+                linear, (a, b, c) = factored[id(samples.grid)]
+                a, b, c = a[:, samples.rows], b, c[:, samples.rows]
+                if linear:
+                    sigma, feature = self.field.density_from_parts(a, b, c)
+                else:
+                    sigma, feature = self.field.density(aggregate_reads((a, b, c), aggregation))
+                b_, h_, w_, n_ = sigma.shape
+                sigma, feature = sigma.reshape(b_, h_ * w_, n_), feature.reshape(b_, h_ * w_, n_, -1)
+            else:
+                sigma, feature = self.field.density(triplane_features(planes, samples, aggregation))
             if not per_point:
                 return sigma, feature
-            return sigma, torch.cat([feature, *self.field.decode(feature).values()], dim=-1)
+            if fast:  # composite the task MLPs' last hidden layer; their last layer runs per ray. The composited
+                # feature is only shown (render-views), never supervised here: composited without gradient
+                return sigma, functools.partial(self.field.composite_task_hidden, feature=feature), feature
+            return sigma, torch.cat(list(self.field.decode(feature).values()), dim=-1), feature
 
         out = render_field(field, camera, (h, w), b, self.config.samples, device=planes.device,
-                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True,
-                           factored=factored)
-        width = self.field.feature_dim
-        feature = out.values[..., :width]
-        if per_point:
+                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True, factored=fast)
+        if per_point and fast:
+            feature = out.shown
+            values = self.field.task_outputs(out.values, out.opacity)
+        elif per_point:
+            feature = out.shown
             sizes = [self.field.channels[t.name] for t in decoded]
-            values = dict(zip([t.name for t in decoded], out.values[..., width:].split(sizes, dim=-1)))
+            values = dict(zip([t.name for t in decoded], out.values.split(sizes, dim=-1)))
         else:
+            feature = out.values
             values = self.field.decode(feature)
 
         def image(x: torch.Tensor) -> torch.Tensor:  # (B, R, C) -> (B, C, h, w)

@@ -7,7 +7,7 @@ that produce bundles live in `mtl3dcli.render.cameras`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -126,10 +126,14 @@ class CubeGrid:
     def rows(self, rows: slice) -> CubeGrid:
         return CubeGrid(self.x, self.y[:, rows], self.z)
 
+    def shape(self) -> tuple[int, int, int, int]:
+        """(B, h, w, N) of the samples."""
+        return (max(self.x.shape[0], self.y.shape[0], self.z.shape[0]), self.y.shape[1], self.x.shape[1],
+                self.z.shape[1])
+
     def points(self) -> torch.Tensor:
         """The samples as points (B, h * w, N, 3), row-major rays: the direct (unfactored) form."""
-        b = max(self.x.shape[0], self.y.shape[0], self.z.shape[0])
-        h, w, n = self.y.shape[1], self.x.shape[1], self.z.shape[1]
+        b, h, w, n = self.shape()
         x = self.x.to(self.z.dtype)[:, None, :, None].expand(b, h, w, n)
         y = self.y.to(self.z.dtype)[:, :, None, None].expand(b, h, w, n)
         z = self.z[:, None, None, :].expand(b, h, w, n)
@@ -147,17 +151,23 @@ class CubeGrid:
 
 @dataclass
 class CubeSamples:
-    """Where the samples of a chunk of rays sit in the tri-plane cube: points xyz (B, r, N, 3), or a `CubeGrid`
-    (factored, r = h * w of its rows). `points()` gives the points in both cases (for fields that need them)."""
+    """Where the samples of a chunk of rays sit in the tri-plane cube: points xyz (B, r, N, 3), or the render's
+    `CubeGrid` with the chunk's pixel rows `rows` (factored; r = rows * w). `points()` gives the points in both cases
+    (for fields that need them); `chunk_grid()` the chunk's own grid. A field may reuse work across the chunks of one
+    render through `grid`, which is the same object for all of them."""
 
     xyz: torch.Tensor | None = None
     grid: CubeGrid | None = None
+    rows: slice = field(default_factory=lambda: slice(None))
+
+    def chunk_grid(self) -> CubeGrid | None:
+        return None if self.grid is None else self.grid.rows(self.rows)
 
     def points(self) -> torch.Tensor:
-        return self.xyz if self.xyz is not None else self.grid.points()
+        return self.xyz if self.xyz is not None else self.chunk_grid().points()
 
     def inside(self) -> torch.Tensor | None:
         """(B, r, N) mask of samples inside the closed cube [-1, 1]^3, or None when all are inside."""
         if self.grid is not None:
-            return self.grid.inside()
+            return self.chunk_grid().inside()
         return (self.xyz.abs() <= 1.0).all(dim=-1)

@@ -67,18 +67,14 @@ def sample_triplane(planes: torch.Tensor, xyz: torch.Tensor, aggregation: str = 
     return out.reshape(*xyz.shape[:-1], out.shape[-1])
 
 
-def sample_triplane_grid(planes: torch.Tensor, grid: CubeGrid, aggregation: str = "sum", *,
-                         padding_mode: str = "zeros") -> torch.Tensor:
-    """`sample_triplane` of the points of a grid, factored: planes (B, 3, C, Hp, Wp), grid x (B or 1, w),
-    y (B or 1, h), z (B, N) -> features (B, h * w, N, C) (3C for "concat"), rays row-major.
-
-    xy is read at (x_j, y_i) once per pixel, xz at (x_j, z_k) once per (column, sample), yz at (z_k, y_i) once per
-    (row, sample); the reads broadcast to (B, h, w, N, C) in the aggregation. Gradients reach the planes through the
-    three small reads (autograd sums the broadcast).
-    """
-    _check(planes, aggregation, padding_mode)
+def triplane_grid_factors(planes: torch.Tensor, grid: CubeGrid, *,
+                          padding_mode: str = "zeros") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three plane reads of a grid's samples before the broadcast: planes (B, 3, C, Hp, Wp), grid x (B or 1, w),
+    y (B or 1, h), z (B, N) -> f_xy (B, h, w, 1, C) read at (x_j, y_i), f_xz (B, 1, w, N, C) at (x_j, z_k),
+    f_yz (B, h, 1, N, C) at (z_k, y_i); together they broadcast to (B, h, w, N, C)."""
+    if padding_mode not in PADDING_MODES:
+        raise Mtl3dError(f"unknown tri-plane padding mode {padding_mode!r}; choose one of {', '.join(PADDING_MODES)}")
     b = planes.shape[0]
-    h, w, n = grid.y.shape[1], grid.x.shape[1], grid.z.shape[1]
     x, y, z = (coord.expand(b, -1) for coord in (grid.x, grid.y, grid.z))
 
     def read(plane: int, across: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -88,18 +84,38 @@ def sample_triplane_grid(planes: torch.Tensor, grid: CubeGrid, aggregation: str 
         return F.grid_sample(planes[:, plane], _grid_dtype(coords, planes), mode="bilinear",
                              padding_mode=padding_mode, align_corners=False)
 
-    f_xy = read(0, x, y).permute(0, 2, 3, 1)[:, :, :, None, :]  # (B, h, w, 1, C)
-    f_xz = read(1, x, z).permute(0, 3, 2, 1)[:, None, :, :, :]  # (B, 1, w, N, C)
-    f_yz = read(2, z, y).permute(0, 2, 3, 1)[:, :, None, :, :]  # (B, h, 1, N, C)
-    out = _AGGREGATE[aggregation](f_xy, f_xz, f_yz)
-    out = out.expand(b, h, w, n, out.shape[-1])  # only a view unless every factor was broadcast
+    f_xy = read(0, x, y).permute(0, 2, 3, 1)[:, :, :, None, :]
+    f_xz = read(1, x, z).permute(0, 3, 2, 1)[:, None, :, :, :]
+    f_yz = read(2, z, y).permute(0, 2, 3, 1)[:, :, None, :, :]
+    return f_xy, f_xz, f_yz
+
+
+def sample_triplane_grid(planes: torch.Tensor, grid: CubeGrid, aggregation: str = "sum", *,
+                         padding_mode: str = "zeros") -> torch.Tensor:
+    """`sample_triplane` of the points of a grid, factored: planes (B, 3, C, Hp, Wp), grid x (B or 1, w),
+    y (B or 1, h), z (B, N) -> features (B, h * w, N, C) (3C for "concat"), rays row-major.
+
+    xy is read at (x_j, y_i) once per pixel, xz at (x_j, z_k) once per (column, sample), yz at (z_k, y_i) once per
+    (row, sample) (`triplane_grid_factors`); the reads broadcast to (B, h, w, N, C) in the aggregation. Gradients
+    reach the planes through the three small reads (autograd sums the broadcast).
+    """
+    _check(planes, aggregation, padding_mode)
+    b, h, w, n = grid.shape()
+    out = aggregate_reads(triplane_grid_factors(planes, grid, padding_mode=padding_mode), aggregation)
     return out.reshape(b, h * w, n, out.shape[-1])
+
+
+def aggregate_reads(reads: tuple[torch.Tensor, torch.Tensor, torch.Tensor], aggregation: str) -> torch.Tensor:
+    """Combine broadcastable xy, xz, yz reads (`triplane_grid_factors`) into features (B, h, w, N, D)."""
+    _check_aggregation(aggregation)
+    out = _AGGREGATE[aggregation](*reads)
+    return out.expand(*torch.broadcast_shapes(*(r.shape[:-1] for r in reads)), out.shape[-1])
 
 
 def triplane_features(planes: torch.Tensor, samples: CubeSamples, aggregation: str = "sum") -> torch.Tensor:
     """Features (B, r, N, D) of the samples of a chunk of rays: factored for a grid, per point otherwise."""
     if samples.grid is not None:
-        return sample_triplane_grid(planes, samples.grid, aggregation)
+        return sample_triplane_grid(planes, samples.chunk_grid(), aggregation)
     return sample_triplane(planes, samples.xyz, aggregation)
 
 

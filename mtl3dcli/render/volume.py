@@ -14,7 +14,7 @@ import torch
 from mtl3dcli.render.cameras import Camera
 from mtl3dcli.render.rays import CubeSamples, sample_along_rays
 
-FieldFn = Callable[[CubeSamples], tuple[torch.Tensor, torch.Tensor]]
+FieldFn = Callable[[CubeSamples], tuple]
 
 
 def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -65,11 +65,14 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
 @dataclass
 class RenderedRays:
     """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
-    weights, depth (B, R) in metres (the camera's map of the expected ray parameter), opacity (B, R)."""
+    weights, depth (B, R) in metres (the camera's map of the
+    expected ray parameter), opacity (B, R), shown (B, R, C') the field's display-only values composited without
+    gradient (None when it has none)."""
 
     values: torch.Tensor
     depth: torch.Tensor
     opacity: torch.Tensor
+    shown: torch.Tensor | None = None
 
 
 def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch: int, n_samples: int, *,
@@ -79,7 +82,11 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
     """Render a radiance-like field seen by `camera` at `size` (h, w), for `batch` images.
 
     field_fn: `CubeSamples` of a chunk of r rays (cube coordinates: `.grid` when factored, `.points()` always) ->
-    (sigma (B, r, N), values (B, r, N, C)). Density is zero outside the cube [-1, 1]^3, the tri-plane's domain.
+    (sigma (B, r, N), values), optionally followed by display-only values (B, r, N, C'), composited without
+    gradient so autograd keeps nothing of them. values: (B, r, N, C), composited here, or a function of the
+    compositing weights (B, r, N) -> (B, r, C) for a field that composites its own way (e.g. recomputing its
+    activations in backward instead of keeping them). Density is zero outside
+    the cube [-1, 1]^3, the tri-plane's domain.
     Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
     rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
     and the field can factor its lookups (`factored`; False forces the per-point path, for tests). Rays go through
@@ -99,15 +106,23 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
         rows_slice = slice(top, min(h, top + rows))
         ray_slice = slice(rows_slice.start * w, rows_slice.stop * w)
         if grid is not None:
-            samples = CubeSamples(grid=grid.rows(rows_slice))
+            samples = CubeSamples(grid=grid, rows=rows_slice)
         else:
             samples = CubeSamples(xyz=camera.to_cube(rays.points(t, ray_slice)))
-        sigma, values = field_fn(samples)
+        sigma, values, *shown = field_fn(samples)
         inside = samples.inside()
         if inside is not None:
             sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         weights = render_weights(sigma, deltas)
         depth = expected_depth(weights, t, rays.far if empty_depth_at_far else None)
-        pieces.append((composite(weights, values), depth, accumulated_opacity(weights)))
-    values, depth, opacity = (torch.cat(parts, dim=1) for parts in zip(*pieces))
-    return RenderedRays(values, camera.depth_metres(depth), opacity)
+        composited = values(weights) if callable(values) else composite(weights, values)
+        if shown:
+            with torch.no_grad():
+                shown = composite(weights, shown[0])
+        else:
+            shown = None
+        pieces.append((composited, depth, accumulated_opacity(weights), shown))
+    composited, depth, opacity, shown = zip(*pieces)
+    shown = torch.cat(shown, dim=1) if shown[0] is not None else None
+    return RenderedRays(torch.cat(composited, dim=1), camera.depth_metres(torch.cat(depth, dim=1)),
+                        torch.cat(opacity, dim=1), shown)
