@@ -63,6 +63,7 @@ class Task:
     interpolation: ClassVar[str] = "nearest-exact"  # labels are never blended across object boundaries
     fill: ClassVar[float] = 0.0  # value of padded label pixels (they are also masked out by the region mask)
     flip_signs: ClassVar[tuple[float, ...] | None] = None  # per-channel sign change under a horizontal mirror
+    camera_frame_vector: ClassVar[bool] = False  # a 3-vector in the camera frame: rotates with a change of camera
     rendered_as_depth: ClassVar[bool] = False  # the regularizer renders it as expected ray depth, not with an MLP
     derivation: ClassVar[Derivation | None] = None  # how to compute the label from others when a dataset lacks it
     consistency: ClassVar[str | None] = None  # how two views' predictions must agree (metrics.consistency KINDS)
@@ -256,6 +257,7 @@ class NormalsTask(Task):
     """Surface normals in the camera frame, stored as (n + 1) / 2 * 255 RGB; (0, 0, 0) marks invalid pixels."""
 
     flip_signs: ClassVar[tuple[float, ...]] = (-1.0, 1.0, 1.0)
+    camera_frame_vector: ClassVar[bool] = True
     consistency: ClassVar[str] = "normal"
     derivation: ClassVar[Derivation] = Derivation(
         ("depth",), True, lambda labels, K: derive.normals_from_depth(labels["depth"], K))

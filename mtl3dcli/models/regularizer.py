@@ -235,13 +235,6 @@ class Renders:
         return {name: value for name, value in self.tasks.items() if name not in self.depth_tasks}
 
 
-def _camera_frame_vector(task: Task) -> bool:
-    """Whether the task's label is a 3-vector in the camera frame (surface normals). The registry says how a label
-    changes under a horizontal mirror, which is the change of camera frame diag(-1, 1, 1): a label whose signs
-    change exactly like that matrix is a camera-frame vector, and any other change of frame rotates it too."""
-    return task.flip_signs is not None and tuple(task.flip_signs) == (-1.0, 1.0, 1.0)
-
-
 class Regularizer(nn.Module):
     """Tri-plane projector + field + renderer for `tasks`. `channels` maps each task to its output channels; a task
     whose registry entry says `rendered_as_depth` (depth) takes the expected termination distance instead.
@@ -356,7 +349,7 @@ class Regularizer(nn.Module):
                 tasks[task.name] = depth
             else:
                 value = values[task.name]
-                if _camera_frame_vector(task):
+                if task.camera_frame_vector:
                     value = camera.vectors_to_view(value)
                 tasks[task.name] = image(value)
         return Renders(tasks=tasks, depth=depth, opacity=image(out.opacity[..., None]), feature=image(feature),
