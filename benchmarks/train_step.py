@@ -21,31 +21,9 @@ import time
 import torch
 
 
-def fake_batch(config, tasks, meta, device):
-    b = config.data.batch_size
-    h, w = config.data.size
-    g = torch.Generator().manual_seed(0)
-    labels, valid = {}, {}
-    for task in tasks:
-        c = task.channels(meta)
-        if task.name in meta.classes:
-            labels[task.name] = torch.randint(0, c, (b, h, w), generator=g)
-        elif task.name == "normals":
-            labels[task.name] = torch.nn.functional.normalize(torch.randn(b, 3, h, w, generator=g), dim=1)
-        else:
-            labels[task.name] = torch.rand(b, c, h, w, generator=g) * (2.0 if task.rendered_as_depth else 1.0)
-        valid[task.name] = torch.ones(b, h, w, dtype=torch.bool)
-    K = torch.tensor([[w * 0.8, 0, w / 2], [0, w * 0.8, h / 2], [0, 0, 1.0]]).expand(b, 3, 3).contiguous()
-    batch = {"image": torch.rand(b, 3, h, w, generator=g), "labels": labels, "valid": valid, "K": K,
-             "pose": torch.eye(4).expand(b, 4, 4).contiguous()}
-    from mtl3dcli.data.loader import move_batch
-
-    return move_batch(batch, device)
-
-
 def run_variant(args) -> dict:
+    from bench_data import bench_meta, fake_batch
     from mtl3dcli.config import load_config
-    from mtl3dcli.meta import DatasetMeta
     from mtl3dcli.engine.objective import Objective
     from mtl3dcli.engine.trainer import build_optimizer
     from mtl3dcli.models.build import build_model, resolve_tasks
@@ -55,8 +33,7 @@ def run_variant(args) -> dict:
         overrides.append(f"data.batch_size={args.batch_size}")
     config = load_config(args.preset, overrides)
     tasks = resolve_tasks(config)
-    classes = {t.name: [f"c{i}" for i in range(args.classes)] for t in tasks if hasattr(t, "fill") and t.fill == 255}
-    meta = DatasetMeta(name="bench", tasks=[t.name for t in tasks], classes=classes, depth_range=(0.0, 10.0))
+    meta = bench_meta(tasks, args.classes)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,7 +41,7 @@ def run_variant(args) -> dict:
     model = build_model(config, meta, load_backbone_weights=False).to(device)
     objective = Objective(model, config).to(device).train()
     optimizer = build_optimizer(model, config.train)
-    batch = fake_batch(config, tasks, meta, device)
+    batch = fake_batch(tasks, meta, config.data.batch_size, tuple(config.data.size), device)
     amp = device.type == "cuda" and config.train.amp
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 

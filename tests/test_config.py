@@ -65,7 +65,7 @@ def test_override_coercion(override, section, key, expected):
 def test_later_override_wins_and_others_keep_preset():
     config = load_config("demo", ["train.lr=0.1", "train.lr=0.2"])
     assert config.train.lr == 0.2
-    assert config.train.steps == 1500
+    assert config.train.steps == 800
 
 
 def test_parse_override_nesting():
