@@ -40,7 +40,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/synthetic_generation.py
 	$(BIN)/python benchmarks/render_throughput.py
 	$(BIN)/python benchmarks/train_step.py --preset demo
+	$(BIN)/python benchmarks/train_step.py --preset hrnet18 --batch-size 2 --steps 5
 	$(BIN)/python benchmarks/inference_parity.py --preset demo
+	$(BIN)/python benchmarks/edge_eval.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -20,7 +20,7 @@ from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
 from mtl3dcli.render.volume import render_field
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--height", type=int, default=56)
@@ -36,8 +36,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def make_camera(args: argparse.Namespace, device: torch.device):
+    """The benchmarked camera: orthographic, the NDC camera of a pinhole, or that NDC camera seen from a partner."""
+    size = (args.height, args.width)
+    if args.camera == "orthographic":
+        return OrthographicCamera(0.5, 10.0)
+    K = torch.tensor([[0.8 * args.width, 0.0, args.width / 2], [0.0, 0.8 * args.width, args.height / 2],
+                      [0.0, 0.0, 1.0]], device=device).expand(args.batch, 3, 3)
+    source = PinholeCamera(K, size, 0.5, 10.0)
+    view = None
+    if args.camera == "partner":
+        moved = torch.eye(4, device=device).repeat(args.batch, 1, 1)
+        moved[:, 0, 3] = 0.3  # 30 cm to the right
+        view = PinholeCamera(K, size, 0.5, 10.0, moved)
+    return NDCCamera(source, view)
+
+
+def main() -> None:
+    args = parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     planes = torch.randn(args.batch, 3, args.channels, args.plane_size, args.plane_size, device=device,
@@ -46,18 +65,7 @@ def main() -> None:
     mlp = nn.Sequential(nn.Linear(triplane_feature_dim(args.channels, args.aggregation), args.hidden), nn.ReLU(),
                         nn.Linear(args.hidden, 1 + out_channels)).to(device)
     size = (args.height, args.width)
-    K = torch.tensor([[0.8 * args.width, 0.0, args.width / 2], [0.0, 0.8 * args.width, args.height / 2],
-                      [0.0, 0.0, 1.0]], device=device).expand(args.batch, 3, 3)
-    if args.camera == "orthographic":
-        camera = OrthographicCamera(0.5, 10.0)
-    else:
-        source = PinholeCamera(K, size, 0.5, 10.0)
-        view = None
-        if args.camera == "partner":
-            moved = torch.eye(4, device=device).repeat(args.batch, 1, 1)
-            moved[:, 0, 3] = 0.3  # 30 cm to the right
-            view = PinholeCamera(K, size, 0.5, 10.0, moved)
-        camera = NDCCamera(source, view)
+    camera = make_camera(args, device)
 
     def field(samples) -> tuple[torch.Tensor, torch.Tensor]:
         out = mlp(triplane_features(planes, samples, args.aggregation))

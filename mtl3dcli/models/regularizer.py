@@ -297,47 +297,18 @@ class Regularizer(nn.Module):
         """
         h, w = size or self.config.render_size
         b = planes.shape[0]
-        decoded = [t for t in self.tasks if not t.rendered_as_depth]
         per_point = self.config.decode == "point"
-        aggregation = self.config.aggregation
-
-        factored: dict[int, tuple] = {}  # the grid's tri-plane reads (first layer applied), once per render
-
-        def field(samples):
-            if fast and samples.grid is not None:
-                if id(samples.grid) not in factored:
-                    reads = triplane_grid_factors(planes, samples.grid)
-                    parts = self.field.first_layer_factors(reads, aggregation)
-                    factored[id(samples.grid)] = (parts is not None, parts or reads)
-                linear, (a, b, c) = factored[id(samples.grid)]
-                a, b, c = a[:, samples.rows], b, c[:, samples.rows]
-                if linear:
-                    sigma, feature = self.field.density_from_parts(a, b, c)
-                else:
-                    sigma, feature = self.field.density(aggregate_reads((a, b, c), aggregation))
-                b_, h_, w_, n_ = sigma.shape
-                sigma, feature = sigma.reshape(b_, h_ * w_, n_), feature.reshape(b_, h_ * w_, n_, -1)
-            else:
-                sigma, feature = self.field.density(triplane_features(planes, samples, aggregation))
-            if not per_point:
-                return sigma, feature
-            if fast:  # composite the task MLPs' last hidden layer; their last layer runs per ray. The composited
-                # feature is only shown (render-views), never supervised here: composited without gradient
-                return sigma, functools.partial(self.field.composite_task_hidden, feature=feature), feature
-            return sigma, torch.cat(list(self.field.decode(feature).values()), dim=-1), feature
-
-        out = render_field(field, camera, (h, w), b, self.config.samples, device=planes.device,
-                           stratified=stratified, chunk=self.config.chunk, empty_depth_at_far=True, factored=fast)
+        out = render_field(self._field(planes, fast), camera, (h, w), b, self.config.samples,
+                           device=planes.device, stratified=stratified, chunk=self.config.chunk,
+                           empty_depth_at_far=True, factored=fast)
         if per_point and fast:
-            feature = out.shown
-            values = self.field.task_outputs(out.values, out.opacity)
+            feature, values = out.shown, self.field.task_outputs(out.values, out.opacity)
         elif per_point:
-            feature = out.shown
+            decoded = [t for t in self.tasks if not t.rendered_as_depth]
             sizes = [self.field.channels[t.name] for t in decoded]
-            values = dict(zip([t.name for t in decoded], out.values.split(sizes, dim=-1)))
+            feature, values = out.shown, dict(zip([t.name for t in decoded], out.values.split(sizes, dim=-1)))
         else:
-            feature = out.values
-            values = self.field.decode(feature)
+            feature, values = out.values, self.field.decode(out.values)
 
         def image(x: torch.Tensor) -> torch.Tensor:  # (B, R, C) -> (B, C, h, w)
             return x.transpose(1, 2).reshape(b, -1, h, w)
@@ -354,6 +325,41 @@ class Regularizer(nn.Module):
                 tasks[task.name] = image(value)
         return Renders(tasks=tasks, depth=depth, opacity=image(out.opacity[..., None]), feature=image(feature),
                        depth_tasks=tuple(t.name for t in self.tasks if t.rendered_as_depth))
+
+    def _field(self, planes: torch.Tensor, fast: bool):
+        """The field function `render_field` evaluates on a batch of samples: (density, feature) for decode "ray";
+        (density, task values or their compositing function, shown feature) for decode "point"."""
+        per_point = self.config.decode == "point"
+        aggregation = self.config.aggregation
+        factored: dict[int, tuple] = {}  # the grid's tri-plane reads (first layer applied), once per render
+
+        def grid_density(samples):
+            if id(samples.grid) not in factored:
+                reads = triplane_grid_factors(planes, samples.grid)
+                parts = self.field.first_layer_factors(reads, aggregation)
+                factored[id(samples.grid)] = (parts is not None, parts or reads)
+            linear, (xy, xz, yz) = factored[id(samples.grid)]
+            xy, yz = xy[:, samples.rows], yz[:, samples.rows]
+            if linear:
+                sigma, feature = self.field.density_from_parts(xy, xz, yz)
+            else:
+                sigma, feature = self.field.density(aggregate_reads((xy, xz, yz), aggregation))
+            batch, rows, cols, n = sigma.shape
+            return sigma.reshape(batch, rows * cols, n), feature.reshape(batch, rows * cols, n, -1)
+
+        def field(samples):
+            if fast and samples.grid is not None:
+                sigma, feature = grid_density(samples)
+            else:
+                sigma, feature = self.field.density(triplane_features(planes, samples, aggregation))
+            if not per_point:
+                return sigma, feature
+            if fast:  # composite the task MLPs' last hidden layer; their last layer runs per ray. The composited
+                # feature is only shown (render-views), never supervised here: composited without gradient
+                return sigma, functools.partial(self.field.composite_task_hidden, feature=feature), feature
+            return sigma, torch.cat(list(self.field.decode(feature).values()), dim=-1), feature
+
+        return field
 
 
 def build_regularizer(config: RegularizerConfig, in_channels: int, tasks: list[Task], channels: dict[str, int],
