@@ -65,9 +65,8 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
 @dataclass
 class RenderedRays:
     """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
-    weights, depth (B, R) in metres (the camera's map of the
-    expected ray parameter), opacity (B, R), shown (B, R, C') the field's display-only values composited without
-    gradient (None when it has none)."""
+    weights, depth (B, R) in metres (the camera's map of the expected ray parameter), opacity (B, R), shown
+    (B, R, C') the field's display-only values composited without gradient (None when it has none)."""
 
     values: torch.Tensor
     depth: torch.Tensor
@@ -85,8 +84,8 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
     (sigma (B, r, N), values), optionally followed by display-only values (B, r, N, C'), composited without
     gradient so autograd keeps nothing of them. values: (B, r, N, C), composited here, or a function of the
     compositing weights (B, r, N) -> (B, r, C) for a field that composites its own way (e.g. recomputing its
-    activations in backward instead of keeping them). Density is zero outside
-    the cube [-1, 1]^3, the tri-plane's domain.
+    activations in backward instead of keeping them). Density is zero outside the cube [-1, 1]^3, the tri-plane's
+    domain.
     Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
     rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
     and the field can factor its lookups (`factored`; False forces the per-point path, for tests). Rays go through
