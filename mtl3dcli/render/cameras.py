@@ -56,6 +56,15 @@ def _inverse_linear(transform: torch.Tensor) -> torch.Tensor:
         return torch.linalg.inv(transform[:, :3, :3].float())
 
 
+def _pixel_grid(size: tuple[int, int], z: torch.Tensor) -> CubeGrid:
+    """The sample grid of rays through the render pixels' centres (x, y in [-1, 1], shared by all images) at cube
+    depths z (B, N): the grid of every camera whose rays are axis-aligned in tri-plane coordinates."""
+    h, w = size
+    x = normalized_pixel_centres(w, device=z.device)[None]
+    y = normalized_pixel_centres(h, device=z.device)[None]
+    return CubeGrid(x, y, z)
+
+
 @dataclass
 class OrthographicCamera:
     """The paper's camera: rays along +z through the pixel centres of the cube face z = -1; t in [0, 2] (cube
@@ -87,11 +96,8 @@ class OrthographicCamera:
         """t: (B, 1, N) shared sample parameters -> the samples' grid, or None for a moved camera."""
         if self.transform is not None or t.shape[1] != 1:
             return None
-        h, w = size
         with float32_math(t.device):
-            x = normalized_pixel_centres(w, device=t.device)[None]
-            y = normalized_pixel_centres(h, device=t.device)[None]
-            return CubeGrid(x, y, t[:, 0, :] - 1.0)  # the ray points' z = -1 + t, computed as they are
+            return _pixel_grid(size, t[:, 0, :] - 1.0)  # the ray points' z = -1 + t, computed as they are
 
     def depth_metres(self, t: torch.Tensor) -> torch.Tensor:
         return self.near + t * ((self.far - self.near) / 2.0)
@@ -184,11 +190,8 @@ class NDCCamera:
         """t: (B, 1, N) -> the grid of A's own samples (x, y the render pixels' centres), None for another view."""
         if self.view is not None or t.shape[1] != 1:
             return None
-        h, w = size
         with float32_math(t.device):
-            x = normalized_pixel_centres(w, device=t.device)[None]
-            y = normalized_pixel_centres(h, device=t.device)[None]
-            return CubeGrid(x, y, self._cube_z(t[:, 0, :].float()))
+            return _pixel_grid(size, self._cube_z(t[:, 0, :].float()))
 
     def depth_metres(self, t: torch.Tensor) -> torch.Tensor:
         return t
