@@ -50,6 +50,7 @@ class DataConfig:
     jitter: float = 0.2  # photometric jitter strength (0 = off)
     batch_size: int = 8
     workers: int = 2
+    cache: bool = False  # keep decoded samples in memory (in every loader process): for datasets that fit in RAM
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {edge: {pos_weight: 0.95}}
 
 

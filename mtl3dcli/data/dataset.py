@@ -1,7 +1,9 @@
 """One `torch.utils.data.Dataset` for every dataset in the common on-disk layout (see mtl3dcli.data.layout).
 
 Files are read lazily, per sample, with errors that name the offending file; `check_files` lists every missing file
-of the split up front. Augmentation randomness comes from a generator seeded by (seed, epoch, index), so a sample's
+of the split up front. With `cache=True` each sample is decoded once and kept in memory (image as uint8, labels and
+masks as tensors), in every process that loads it: decoding costs more than the whole augmentation on small images
+(about 10 of 15 ms per 96x128 synthetic view), and the cached sample is bit-identical to a fresh read. Augmentation randomness comes from a generator seeded by (seed, epoch, index), so a sample's
 crop/flip/jitter is the same in any worker and any run. The epoch travels with the key: `dataset[(epoch, index)]`
 (what `mtl3dcli.data.loader.EpochSampler` yields, so persistent DataLoader workers need no epoch update) or
 `dataset[index]` for epoch 0.
@@ -49,7 +51,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str, tasks: list[Task], transform: Transform | None = None,
                  *, pairs: bool = False, min_overlap: float = 0.3, seed: int = 0, default_fov_deg: float = 60.0,
-                 fraction: float = 1.0):
+                 fraction: float = 1.0, cache: bool = False):
         self.layout = DatasetLayout(root)
         self.meta = self.layout.meta
         self.tasks = list(tasks)
@@ -62,6 +64,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         self.default_fov_deg = default_fov_deg
         self.pairs = pairs
         self._task_map = {task.name: task for task in self.tasks}
+        self._cache: dict[str, Sample] | None = {} if cache else None
         self.partners: dict[str, list[str]] = {}
         if pairs:
             if not self._cameras:
@@ -130,6 +133,18 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def load(self, sample_id: str) -> Sample:
         """The untransformed sample: image, labels, valid, K, pose (see mtl3dcli.data.transforms)."""
+        if self._cache is None:
+            decoded = self._decode(sample_id)
+        elif sample_id in self._cache:
+            decoded = self._cache[sample_id]
+        else:
+            decoded = self._cache[sample_id] = self._decode(sample_id)
+        # fresh dicts around shared tensors: transforms build new tensors and never write into their input
+        return {"image": decoded["image"].float().div_(255.0), "labels": dict(decoded["labels"]),
+                "valid": dict(decoded["valid"]), "K": decoded["K"], "pose": decoded["pose"]}
+
+    def _decode(self, sample_id: str) -> Sample:
+        """Read the sample's files: image as uint8 (3, H, W), labels and masks as the tasks give them, K, pose."""
         image_path = self.layout.image_path(sample_id)
         image = fileio.read_image(image_path)
         height, width = image.shape[:2]
@@ -151,13 +166,8 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         else:
             K = default_intrinsics((height, width), self.default_fov_deg)
             pose = torch.eye(4)
-        return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0),
-            "labels": labels,
-            "valid": valid,
-            "K": K,
-            "pose": pose,
-        }
+        return {"image": torch.from_numpy(image).permute(2, 0, 1), "labels": labels, "valid": valid, "K": K,
+                "pose": pose}
 
     def _camera(self, sample_id: str) -> Camera:
         if sample_id not in self._cameras:

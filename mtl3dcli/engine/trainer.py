@@ -35,6 +35,7 @@ from mtl3dcli.config import Config, TrainConfig
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.loader import EpochSampler, close_loader, move_batch
 from mtl3dcli.data.transforms import eval_transform, train_transform
+from mtl3dcli.engine.allocator import retain_freed_memory
 from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, shutdown
 from mtl3dcli.engine.logger import RunLogger
@@ -145,6 +146,8 @@ class Trainer:
         self.device = resolve_device(cfg.device, self.context.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        else:
+            retain_freed_memory()
         self.amp = cfg.amp and self.device.type == "cuda"
         self.tasks = resolve_tasks(config)
         self.best_key = best_metric_key(self.tasks, cfg)
@@ -181,9 +184,9 @@ class Trainer:
         train_set = MultiTaskDataset(data.root, data.train_split, self.tasks,
                                      train_transform(data.size, data.scale, data.flip, data.jitter),
                                      pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=seed,
-                                     fraction=data.train_fraction)
-        val_set = MultiTaskDataset(data.root, data.val_split, self.tasks, eval_transform(data.eval_size,
-                                                                                         data.eval_mode), seed=seed)
+                                     fraction=data.train_fraction, cache=data.cache)
+        val_set = MultiTaskDataset(data.root, data.val_split, self.tasks,
+                                   eval_transform(data.eval_size, data.eval_mode), seed=seed, cache=data.cache)
         for dataset in (train_set, val_set):
             dataset.check_files()
         if EpochSampler.batches_per_epoch(len(train_set), data.batch_size, self.context.world) == 0:
