@@ -201,3 +201,29 @@ def test_train_fraction_keeps_whole_scenes_and_ignores_the_seed(root):
     assert half.ids == [i for i in full.ids if full.scene(i) in kept]  # every view of a kept scene, in split order
     with pytest.raises(Mtl3dError, match="train_fraction"):
         MultiTaskDataset(root, "train", ALL, fraction=0.0)
+
+
+def _assert_same(a, b) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_same(a[key], b[key])
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    else:
+        assert a == b
+
+
+def test_cache_reads_each_file_once_and_gives_identical_samples(root):
+    transform = train_transform((16, 20), scale=(0.8, 1.25))
+    plain = MultiTaskDataset(root, "train", ALL, transform, pairs=True, seed=4)
+    cached = MultiTaskDataset(root, "train", ALL, transform, pairs=True, seed=4, cache=True)
+    for index in range(len(cached)):
+        _assert_same(plain[(0, index)], cached[(0, index)])  # fills the cache (partners too)
+    expected = {(epoch, index): plain[(epoch, index)] for epoch in (1, 2) for index in range(len(plain))}
+    for path in (root / "images").glob("*"):
+        path.unlink()  # from now on only the cache can serve the samples
+    with pytest.raises(Mtl3dError, match="missing image"):
+        plain[(1, 0)]
+    for key, sample in expected.items():
+        _assert_same(sample, cached[key])  # and a transformed sample never altered the cached one
