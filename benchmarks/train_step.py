@@ -24,7 +24,7 @@ import torch
 def run_variant(args) -> dict:
     from bench_data import bench_meta, fake_batch
     from mtl3dcli.config import load_config
-    from mtl3dcli.engine.allocator import retain_freed_memory
+    from mtl3dcli.cpu import tune_cpu_process
     from mtl3dcli.engine.objective import Objective
     from mtl3dcli.engine.trainer import build_optimizer
     from mtl3dcli.models.build import build_model, resolve_tasks
@@ -37,7 +37,7 @@ def run_variant(args) -> dict:
     meta = bench_meta(tasks, args.classes)
     device = torch.device(args.device)
     if device.type == "cpu":
-        retain_freed_memory()  # as the Trainer does
+        tune_cpu_process()  # as the Trainer does
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

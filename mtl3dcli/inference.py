@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtl3dcli.cpu import tune_cpu_process
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import Meter
 from mtl3dcli.metrics.consistency import ConsistencyMeter
@@ -79,6 +80,8 @@ class InferenceSession:
         loaded = weights if isinstance(weights, Weights) else load_weights(weights)
         model = model_from_weights(loaded, with_regularizer=with_regularizer)
         torch_device = resolve_device(device)
+        if torch_device.type == "cpu":
+            tune_cpu_process()
         config = loaded.config
         return cls.from_model(model, torch_device, select_tasks(model, tasks),
                               tuple(config.data.eval_size or config.data.size), amp=config.train.amp)

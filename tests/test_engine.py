@@ -373,37 +373,3 @@ def test_render_views_model_needs_regularizer_weights(tmp_path, tiny_dataset):
     with pytest.raises(Mtl3dError, match="these weights have no regularizer"):
         model_from_weights(weights, with_regularizer=True)
 
-
-FAULTS_OF_STEPS = """
-import resource, sys, torch
-from mtl3dcli.engine.allocator import retain_freed_memory
-if sys.argv[1] == "retain" and not retain_freed_memory():
-    print(-1)
-    raise SystemExit
-def step():
-    kept = [torch.ones(mb << 18) for mb in (1, 2, 4, 8, 16, 48)]  # a step's activations, freed together
-    del kept
-for _ in range(3):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-def test_cpu_training_reuses_freed_memory_without_page_faults():
-    """Steps that allocate and free the same buffers: with `retain_freed_memory` the later steps reuse them; glibc's
-    default gives the large ones back to the kernel and page-faults them in again every step (fresh processes, so
-    the malloc settings of this one do not matter)."""
-    def faults(mode: str) -> int:
-        result = subprocess.run([sys.executable, "-c", FAULTS_OF_STEPS, mode], capture_output=True, text=True,
-                                check=True)
-        return int(result.stdout.split()[-1])
-
-    retained = faults("retain")
-    if retained < 0:
-        pytest.skip("the C library is not glibc")
-    default = faults("default")
-    assert default > 20_000  # 5 steps x (16 + 48 MB above the mmap ceiling) = 81,920 pages at most
-    assert retained < default / 10

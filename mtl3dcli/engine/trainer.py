@@ -32,10 +32,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mtl3dcli.config import Config, TrainConfig
+from mtl3dcli.cpu import tune_cpu_process
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.loader import EpochSampler, close_loader, move_batch
 from mtl3dcli.data.transforms import eval_transform, train_transform
-from mtl3dcli.engine.allocator import retain_freed_memory
 from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, shutdown
 from mtl3dcli.engine.logger import RunLogger
@@ -147,7 +147,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         else:
-            retain_freed_memory()
+            tune_cpu_process()
         self.amp = cfg.amp and self.device.type == "cuda"
         self.tasks = resolve_tasks(config)
         self.best_key = best_metric_key(self.tasks, cfg)
