@@ -1,8 +1,8 @@
 """Process settings for fast CPU training and inference, applied once where a command picks the CPU.
 
 - **Denormal floats flush to zero** (`torch.set_flush_denormal`). Some random initializations of the MTI-Net host
-  produce denormal activations, on which x86 arithmetic is about a hundred times slower: one forward pass of a 64x96
-  image took 14 s instead of 0.5 s (seed 0; seed 1 had none). Values below 1.2e-38 become 0; the demo's losses are
+  produce denormal activations, on which x86 arithmetic is very slow: one forward pass of a 64x96 image took 14 s
+  instead of 0.5 s (seeds 0 and 2; seed 1 had none). Values below 1.2e-38 become 0; the demo's losses are
   bit-identical with and without.
 - **Freed memory stays in the process.** PyTorch allocates CPU tensors with the C library's malloc. A training step
   frees and re-allocates the same large activation buffers, and glibc gives them back to the kernel (blocks above

@@ -3,8 +3,9 @@
 Files are read lazily, per sample, with errors that name the offending file; `check_files` lists every missing file
 of the split up front. With `cache=True` each sample is decoded once and kept in memory (image as uint8, labels and
 masks as tensors), in every process that loads it: decoding costs more than the whole augmentation on small images
-(about 10 of 15 ms per 96x128 synthetic view), and the cached sample is bit-identical to a fresh read. Augmentation randomness comes from a generator seeded by (seed, epoch, index), so a sample's
-crop/flip/jitter is the same in any worker and any run. The epoch travels with the key: `dataset[(epoch, index)]`
+(about 10 of 15 ms per 96x128 synthetic view), and the cached sample is bit-identical to a fresh read.
+Augmentation randomness comes from a generator seeded by (seed, epoch, index), so a sample's crop/flip/jitter is
+the same in any worker and any run. The epoch travels with the key: `dataset[(epoch, index)]`
 (what `mtl3dcli.data.loader.EpochSampler` yields, so persistent DataLoader workers need no epoch update) or
 `dataset[index]` for epoch 0.
 
