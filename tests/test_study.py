@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 from conftest import TINY_OVERRIDES
 from rich.console import Console
 
 from mtl3dcli.commands import study as study_module
-from mtl3dcli.commands.study import StudySpec, parse_variant, run_dir, run_study, study_grid
+from mtl3dcli.commands.study import StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid
 from mtl3dcli.errors import Mtl3dError
 
 
@@ -27,11 +28,23 @@ def test_variants_and_their_controls():
         parse_variant("reg+blue")
 
 
+def test_delta_m_per_dataset_by_hand():
+    """Own data: mIoU 50 -> 55 (+10%), RMSE 0.5 -> 0.45 (+10%, lower is better): +10. The shifted set "narrow":
+    mIoU unchanged (0%), RMSE 0.5 -> 0.6 (-20%): -10. Consistency never enters Delta_m."""
+    keys = ["semseg/mIoU", "depth/rmse", "narrow:semseg/mIoU", "narrow:depth/rmse", "consistency/semseg",
+            "narrow:consistency/semseg"]
+    run = dict(zip(keys, [55.0, 0.45, 40.0, 0.6, 90.0, 10.0]))
+    control = dict(zip(keys, [50.0, 0.5, 40.0, 0.5, 10.0, 90.0]))
+    assert delta_m_vs(run, control, keys) == pytest.approx(10.0)
+    assert delta_m_vs(run, control, keys, "narrow") == pytest.approx(-10.0)
+
+
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory, tiny_dataset):
     out = tmp_path_factory.mktemp("study") / "s"
+    narrow = shutil.copytree(tiny_dataset, out.parent / "narrow")  # an eval_data set (here the same views)
     spec = StudySpec(preset="demo", seeds=2, variants=["reg", "low-data=0.5"], data=str(tiny_dataset),
-                     overrides=[*TINY_OVERRIDES, "train.steps=2", "train.eval_every=2"])
+                     eval_data=[str(narrow)], overrides=[*TINY_OVERRIDES, "train.steps=2", "train.eval_every=2"])
     return spec, out, run_study(spec, out, Console(quiet=True))
 
 
@@ -50,6 +63,10 @@ def test_a_tiny_study_writes_every_output(tiny_study):
     assert reg["paired"]["semseg/mIoU"]["mean"] == pytest.approx(sum(diffs) / 2, rel=1e-4)
     assert summary["variants"]["low-data=0.5"]["control"] == "noreg+low-data=0.5"
     assert all(float(by_run[("noreg", s)]["delta_m"]) == 0.0 for s in (0, 1))
+    # every run is also scored on the eval_data set, with its own Delta_m (the same views here: the same numbers)
+    assert all(r["narrow:semseg/mIoU"] == r["semseg/mIoU"] and r["narrow:delta_m"] == r["delta_m"] for r in rows)
+    assert reg["paired"]["narrow:delta_m"] == reg["paired"]["delta_m"]
+    assert "Delta_m vs control (%) on narrow" in (out / "summary.md").read_text()
     for plot in ("metrics.png", "curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert "| reg |" in (out / "summary.md").read_text()

@@ -234,11 +234,17 @@ def _direction(key: str) -> bool:
     return True if group == CONSISTENCY else get_task(group).higher_is_better
 
 
-def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str]) -> float:
-    """Mean relative improvement (percent) of a run's primary task metrics over its control run's, on the study's
-    own data (the usual Delta_m; consistency is reported beside it, not inside)."""
-    own = [k for k in keys if ":" not in k and not k.startswith(CONSISTENCY)]
-    return sum(relative_change(run[k], control[k], _direction(k)) for k in own) / len(own)
+def delta_m_key(dataset: str = "") -> str:
+    """The Delta_m column of one dataset: "delta_m" on the study's own data, "<name>:delta_m" on an eval_data set."""
+    return f"{dataset}:delta_m" if dataset else "delta_m"
+
+
+def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str], dataset: str = "") -> float:
+    """Mean relative improvement (percent) of a run's primary task metrics over its control run's on one dataset:
+    "" = the study's own data, else an eval_data set (keys "<name>:<task>/<metric>"). The usual Delta_m;
+    consistency is reported beside it, not inside."""
+    tasks = [k for k in keys if k.rpartition(":")[0] == dataset and not k.rpartition(":")[2].startswith(CONSISTENCY)]
+    return sum(relative_change(run[k], control[k], _direction(k)) for k in tasks) / len(tasks)
 
 
 def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, Any]:
@@ -246,26 +252,28 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
     keys = primary_keys({k: 0.0 for metrics in rows.values() for k in metrics})
     for metrics in rows.values():  # a metric some run could not compute (no view pairs) is undefined there
         metrics.update({k: math.nan for k in keys if k not in metrics})
+    datasets = ["", *(Path(data).name for data in spec.eval_data)]
+    deltas = [delta_m_key(dataset) for dataset in datasets]
     for (name, seed), metrics in rows.items():
         control = rows[(parse_variant(name).control, seed)]
-        metrics["delta_m"] = delta_m_vs(metrics, control, keys)
+        metrics.update({delta_m_key(d): delta_m_vs(metrics, control, keys, d) for d in datasets})
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed", "variants": {}}
     for variant in grid:
-        values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, "delta_m"]}
+        values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, *deltas]}
         control = variant.control
         entry: dict[str, Any] = {"control": control, "metrics": {k: t_interval(v).to_json() for k, v in values.items()}}
         if variant.name != control:
             entry["paired"] = {k: paired(dict(enumerate(values[k])),
                                          {s: rows[(control, s)][k] for s in range(spec.seeds)}).to_json()
                                for k in keys}
-            entry["paired"]["delta_m"] = t_interval(values["delta_m"]).to_json()
+            entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
         summary["variants"][variant.name] = entry
     summary = _json_safe(summary)
     _write_results_csv(out, rows)
     fileio.write_json(out / "summary.json", summary)
-    fileio.write_text(out / "summary.md", summary_markdown(summary, keys))
-    plot_study(out, summary, keys, grid, spec)
+    fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas))
+    plot_study(out, summary, keys, deltas, grid, spec)
     return summary
 
 
@@ -294,25 +302,30 @@ def _cell(interval: dict[str, float], digits: int = 3) -> str:
     return f"{interval['mean']:.{digits}g} [{interval['low']:.{digits}g}, {interval['high']:.{digits}g}]"
 
 
-def summary_markdown(summary: dict[str, Any], keys: list[str]) -> str:
-    """Two tables: per variant the mean [95% interval] of every primary metric and Delta_m; per variant the paired
-    difference to its control, with a mark where the interval excludes 0."""
+def _delta_title(key: str) -> str:
+    dataset = key.rpartition(":")[0]
+    return "Delta_m vs control (%)" + (f" on {dataset}" if dataset else "")
+
+
+def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]) -> str:
+    """Two tables: per variant the mean [95% interval] of every primary metric and Delta_m (per dataset); per
+    variant the paired difference to its control, with a mark where the interval excludes 0."""
     arrows = {k: "↑" if _direction(k) else "↓" for k in keys}
-    head = ["variant", *[f"{k} {arrows[k]}" for k in keys], "Delta_m vs control (%)"]
+    head = ["variant", *[f"{k} {arrows[k]}" for k in keys], *map(_delta_title, deltas)]
     lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}].", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in summary["variants"].items():
         metrics = entry["metrics"]
-        lines.append("| " + " | ".join([name, *[_cell(metrics[k], 4) for k in keys], _cell(metrics["delta_m"])])
-                     + " |")
+        lines.append("| " + " | ".join([name, *[_cell(metrics[k], 4) for k in keys],
+                                        *[_cell(metrics[k]) for k in deltas]]) + " |")
     lines += ["", f"Paired differences to the control ({summary['paired']}); * = the interval excludes 0.", "",
-              "| variant | control | " + " | ".join([*keys, "Delta_m (%)"]) + " |",
-              "|" + "---|" * (len(keys) + 3)]
+              "| variant | control | " + " | ".join([*keys, *[k.replace("delta_m", "Delta_m (%)") for k in deltas]])
+              + " |", "|" + "---|" * (len(keys) + len(deltas) + 2)]
     for name, entry in summary["variants"].items():
         if "paired" not in entry:
             continue
         cells = []
-        for key in [*keys, "delta_m"]:
+        for key in [*keys, *deltas]:
             interval = entry["paired"][key]
             resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
             cells.append(_cell(interval) + (" *" if resolved else ""))
@@ -320,7 +333,8 @@ def summary_markdown(summary: dict[str, Any], keys: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_study(out: Path, summary: dict[str, Any], keys: list[str], grid: list[Variant], spec: StudySpec) -> None:
+def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list[str], grid: list[Variant],
+               spec: StudySpec) -> None:
     """plots/metrics.png (means and intervals per variant) and plots/curves.png (validation curves of every run)."""
     import matplotlib
 
@@ -328,7 +342,7 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], grid: list[V
     import matplotlib.pyplot as plt
 
     names = list(summary["variants"])
-    panels = [*keys, "delta_m"]
+    panels = [*keys, *deltas]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
     for axis, key in zip(axes[0], panels):
         stats = [summary["variants"][n]["metrics"][key] for n in names]
@@ -336,7 +350,7 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], grid: list[V
         errors = [0.0 if s["n"] < 2 or s["high"] is None else s["high"] - s["mean"] for s in stats]
         axis.bar(range(len(names)), means, yerr=errors, capsize=3, color="#7aa6c2")
         axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-        axis.set_title(key if key != "delta_m" else "Delta_m vs control (%)", fontsize=8)
+        axis.set_title(_delta_title(key) if key in deltas else key, fontsize=8)
         ends = [(m - e, m + e) for m, e in zip(means, errors) if math.isfinite(m + e)]
         if ends:  # a metric can be undefined (NaN) for every run, e.g. consistency on a split without view pairs
             low, high = min(e[0] for e in ends), max(e[1] for e in ends)
