@@ -43,16 +43,18 @@ def test_delta_m_per_dataset_by_hand():
 def tiny_study(tmp_path_factory, tiny_dataset):
     out = tmp_path_factory.mktemp("study") / "s"
     narrow = shutil.copytree(tiny_dataset, out.parent / "narrow")  # an eval_data set (here the same views)
-    spec = StudySpec(preset="demo", seeds=2, variants=["reg", "low-data=0.5"], data=str(tiny_dataset),
+    spec = StudySpec(preset="demo", seeds=2, variants=["reg", "low-data=0.5", "alpha2:regularizer.default_alpha=2"],
+                     data=str(tiny_dataset),
                      eval_data=[str(narrow)], overrides=[*TINY_OVERRIDES, "train.steps=2", "train.eval_every=2"])
     return spec, out, run_study(spec, out, Console(quiet=True))
 
 
 def test_a_tiny_study_writes_every_output(tiny_study):
     spec, out, summary = tiny_study
-    assert set(summary["variants"]) == {"noreg", "noreg+low-data=0.5", "reg", "low-data=0.5"}
+    assert set(summary["variants"]) == {"noreg", "noreg+low-data=0.5", "reg", "low-data=0.5", "alpha2"}
+    assert summary["variants"]["alpha2"]["control"] == "noreg"
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 8 and {r["seed"] for r in rows} == {"0", "1"}
+    assert len(rows) == 10 and {r["seed"] for r in rows} == {"0", "1"}
     assert {"semseg/mIoU", "depth/rmse", "normals/mean", "edge/odsF", "delta_m"} <= set(rows[0])
     assert json.loads((out / "summary.json").read_text()) == summary
     reg = summary["variants"]["reg"]

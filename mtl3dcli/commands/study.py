@@ -254,8 +254,9 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
         metrics.update({k: math.nan for k in keys if k not in metrics})
     datasets = ["", *(Path(data).name for data in spec.eval_data)]
     deltas = [delta_m_key(dataset) for dataset in datasets]
+    controls = {v.name: v.control for v in grid}  # from the grid: a NAME:KEY=VALUE variant's name alone is no spec
     for (name, seed), metrics in rows.items():
-        control = rows[(parse_variant(name).control, seed)]
+        control = rows[(controls[name], seed)]
         metrics.update({delta_m_key(d): delta_m_vs(metrics, control, keys, d) for d in datasets})
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed", "variants": {}}
