@@ -214,7 +214,7 @@ def _assert_same(a, b) -> None:
         assert a == b
 
 
-def test_cache_reads_each_file_once_and_gives_identical_samples(root):
+def test_cache_serves_identical_samples_without_the_files(root):
     transform = train_transform((16, 20), scale=(0.8, 1.25))
     plain = MultiTaskDataset(root, "train", ALL, transform, pairs=True, seed=4)
     cached = MultiTaskDataset(root, "train", ALL, transform, pairs=True, seed=4, cache=True)

@@ -372,4 +372,3 @@ def test_render_views_model_needs_regularizer_weights(tmp_path, tiny_dataset):
     assert model_from_weights(weights).regularizer is None
     with pytest.raises(Mtl3dError, match="these weights have no regularizer"):
         model_from_weights(weights, with_regularizer=True)
-
