@@ -239,11 +239,16 @@ def delta_m_key(dataset: str = "") -> str:
     return f"{dataset}:delta_m" if dataset else "delta_m"
 
 
+def task_keys(keys: list[str], dataset: str = "") -> list[str]:
+    """The primary task metrics among `keys` on one dataset: "" = the study's own data, else an eval_data set
+    (keys "<name>:<task>/<metric>"); the consistency columns are left out."""
+    return [k for k in keys if k.rpartition(":")[0] == dataset and not k.rpartition(":")[2].startswith(CONSISTENCY)]
+
+
 def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str], dataset: str = "") -> float:
-    """Mean relative improvement (percent) of a run's primary task metrics over its control run's on one dataset:
-    "" = the study's own data, else an eval_data set (keys "<name>:<task>/<metric>"). The usual Delta_m;
-    consistency is reported beside it, not inside."""
-    tasks = [k for k in keys if k.rpartition(":")[0] == dataset and not k.rpartition(":")[2].startswith(CONSISTENCY)]
+    """Mean relative improvement (percent) of a run's primary task metrics over its control run's on one dataset
+    (`task_keys`). The usual Delta_m; consistency is reported beside it, not inside."""
+    tasks = task_keys(keys, dataset)
     return sum(relative_change(run[k], control[k], _direction(k)) for k in tasks) / len(tasks)
 
 
@@ -358,7 +363,7 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list
             axis.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     figure.tight_layout()
     _save(figure, out / "plots" / "metrics.png")
-    own = [k for k in keys if ":" not in k and not k.startswith(CONSISTENCY)]
+    own = task_keys(keys)
     figure, axes = plt.subplots(1, len(own), figsize=(3.4 * len(own), 3.0), squeeze=False)
     colours = plt.get_cmap("tab10")
     for index, variant in enumerate(grid):
