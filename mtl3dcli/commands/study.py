@@ -148,6 +148,12 @@ def _datasets(spec: StudySpec, config: Config) -> list[str]:
     return [config.data.root, *spec.eval_data]
 
 
+def dataset_names(spec: StudySpec) -> list[str]:
+    """The metric-key prefix of each of `_datasets`: "" for the study's own data, the folder name of an eval_data
+    set (its keys read "<name>:<task>/<metric>")."""
+    return ["", *(Path(data).name for data in spec.eval_data)]
+
+
 def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> bool:
     config = spec.config(variant, seed)
     reports = [evaluation_path(run, data) for data in _datasets(spec, config)]
@@ -208,8 +214,8 @@ def run_metrics(spec: StudySpec, variant: Variant, seed: int, run: Path) -> dict
     on each eval_data set."""
     config = spec.config(variant, seed)
     metrics: dict[str, float] = {}
-    for index, data in enumerate(_datasets(spec, config)):
-        prefix = "" if index == 0 else f"{Path(data).name}:"
+    for name, data in zip(dataset_names(spec), _datasets(spec, config)):
+        prefix = f"{name}:" if name else ""
         results = fileio.read_json(evaluation_path(run, data))["results"]
         metrics.update({f"{prefix}{task}/{name}": float(value) for task, scores in results.items()
                         for name, value in scores.items() if "/" not in name})
@@ -257,7 +263,7 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
     keys = primary_keys({k: 0.0 for metrics in rows.values() for k in metrics})
     for metrics in rows.values():  # a metric some run could not compute (no view pairs) is undefined there
         metrics.update({k: math.nan for k in keys if k not in metrics})
-    datasets = ["", *(Path(data).name for data in spec.eval_data)]
+    datasets = dataset_names(spec)
     deltas = [delta_m_key(dataset) for dataset in datasets]
     controls = {v.name: v.control for v in grid}  # from the grid: a NAME:KEY=VALUE variant's name alone is no spec
     for (name, seed), metrics in rows.items():
