@@ -18,10 +18,11 @@ if sys.argv[1] == "retain" and not retain_freed_memory():
     raise SystemExit
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+SIZES = [mb << 20 for mb in (1, 2, 4, 8, 16, 48)]
 def step():  # a step's activations (malloc is what PyTorch's CPU allocator calls), written, then freed together
-    buffers = [libc.malloc(mb << 20) for mb in (1, 2, 4, 8, 16, 48)]
-    for buffer, mb in zip(buffers, (1, 2, 4, 8, 16, 48)):
-        ctypes.memset(buffer, 1, mb << 20)
+    buffers = [libc.malloc(size) for size in SIZES]
+    for buffer, size in zip(buffers, SIZES):
+        ctypes.memset(buffer, 1, size)
     for buffer in buffers:
         libc.free(buffer)
 for _ in range(3):
