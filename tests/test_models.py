@@ -155,6 +155,7 @@ def test_render_is_independent_of_chunking(tmp_path, decode):
 
 
 @pytest.mark.parametrize("camera, decode, aggregation", [("orthographic", "point", "sum"),
+                                                         ("orthographic", "ray", "sum"),
                                                          ("perspective", "ray", "concat"),
                                                          ("perspective", "point", "product")])
 def test_factored_render_equals_the_per_sample_render_with_gradients(tmp_path, camera, decode, aggregation):

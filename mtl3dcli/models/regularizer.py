@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.triplane import (aggregate_reads, triplane_feature_dim, triplane_features,
                                       triplane_grid_factors)
-from mtl3dcli.render.volume import composite, render_field
+from mtl3dcli.render.volume import accumulated_opacity, composite, render_field
 from mtl3dcli.tasks import Task, get_task
 
 
@@ -136,7 +137,9 @@ class TriplaneField(nn.Module):
     layer to the tri-plane reads of a sample grid before their broadcast (the aggregations sum/mean/concat are
     linear); `composite_task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point
     decoding composites the hidden layer and applies that layer once per ray (compositing is linear too). Both
-    recompute their per-sample hidden layer in backward instead of keeping it (memory).
+    recompute their per-sample hidden layer in backward instead of keeping it (memory). For ray decoding,
+    `density_composite_from_parts` does the same with the shared MLP's second layer: only its density row runs per
+    sample, its feature rows once per ray on the composited hidden layer.
     """
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
@@ -177,6 +180,26 @@ class TriplaneField(nn.Module):
         """sigma, feature from the first layer's parts (`first_layer_factors`), broadcast to the samples."""
         second = self.shared[2]
         return self._density_head(_LinearOfReluSum.apply(a, b, c, second.weight, second.bias))
+
+    def density_composite_from_parts(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[
+            torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """sigma (B, r, N) and the compositing function of the shared feature, from the first layer's parts
+        (`first_layer_factors`, broadcasting to (B, h, w, N, H), r = h w). The second layer's feature rows are
+        linear, so sum_i w_i (W h_i + b) = W (sum_i w_i h_i) + b opacity: only its density row runs per sample and
+        W once per ray (the per-sample (1 + F) x H matmul was ray decoding's largest cost at host sizes). The
+        function maps weights (B, r, N) to the composited feature (B, r, F); autograd keeps one per-sample tensor,
+        the hidden layer h, as the plain layer kept its output."""
+        second = self.shared[2]
+        hidden = (a + b).add_(c).relu_()
+        sigma = F.linear(hidden, second.weight[:1], second.bias[:1])[..., 0].flatten(1, 2)
+        hidden = hidden.flatten(1, 2)
+        weight, bias = second.weight[1:], second.bias[1:]
+
+        def composite_feature(weights: torch.Tensor) -> torch.Tensor:
+            opacity = accumulated_opacity(weights)
+            return F.linear(composite(weights, hidden), weight) + bias * opacity[..., None].to(bias.dtype)
+
+        return self.activation(sigma), composite_feature
 
     def _density_head(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sigma, feature from the second layer's output (..., 1 + F)."""
@@ -290,7 +313,8 @@ class Regularizer(nn.Module):
 
         One path for training, evaluation and render-views: `render_field` (its analytic tests are the renderer's).
         decode "point": the task MLPs run on every sample and their outputs are composited (the paper's NeRF-style
-        formulation); "ray": the shared feature is composited and the task MLPs run once per ray. Camera-frame
+        formulation); "ray": the shared feature is composited and the task MLPs run once per ray (with `fast`, the
+        shared MLP's feature rows too: `TriplaneField.density_composite_from_parts`). Camera-frame
         vector tasks (normals) come out in the rendered camera's frame (`camera.vectors_to_view`).
         `fast` takes the exact rewrites (factored tri-plane reads and first layer on grid cameras, the task MLPs'
         last layer after compositing); False evaluates the literal per-sample definition (for tests).
@@ -340,6 +364,8 @@ class Regularizer(nn.Module):
                 factored[id(samples.grid)] = (parts is not None, parts or reads)
             linear, (xy, xz, yz) = factored[id(samples.grid)]
             xy, yz = xy[:, samples.rows], yz[:, samples.rows]
+            if linear and not per_point:
+                return self.field.density_composite_from_parts(xy, xz, yz)
             if linear:
                 sigma, feature = self.field.density_from_parts(xy, xz, yz)
             else:
