@@ -48,6 +48,8 @@ class DataConfig:
     scale: tuple[float, float] = (0.75, 1.5)  # random rescale range before the crop
     flip: bool = True
     jitter: float = 0.2  # photometric jitter strength (0 = off)
+    rotate: float = 0.0  # random rotation in [-rotate, rotate] degrees about the principal point (0 = off)
+    crop_max_class: float = 1.0  # redraw crops where one class covers this fraction of the labels or more (1 = off)
     batch_size: int = 8
     workers: int = 2
     cache: bool = False  # keep decoded samples in memory (in every loader process): for datasets that fit in RAM

@@ -43,10 +43,11 @@ POSE[:3, :3] = rotation(10.0, 5.0)
 POSE[:3, 3] = [0.1, -0.2, 0.3]
 
 
-def make_sample() -> T.Sample:
-    """The analytic plane at SIZE; the image is a ramp encoding each pixel centre: (u + 0.5) / W, (v + 0.5) / H."""
+def make_sample(k: np.ndarray = K) -> T.Sample:
+    """The analytic plane at SIZE seen with intrinsics k; the image is a ramp encoding each pixel centre:
+    (u + 0.5) / W, (v + 0.5) / H."""
     height, width = SIZE
-    arrays = plane_view(K, POSE, SIZE)
+    arrays = plane_view(k, POSE, SIZE)
     labels = {name: TASKS[name].to_tensor(arrays[name]) for name in LABEL_TASKS}
     v, u = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     labels["source"] = torch.stack([u, v]).float()
@@ -54,7 +55,7 @@ def make_sample() -> T.Sample:
              for name, label in labels.items()}
     image = torch.stack([(u + 0.5) / width, (v + 0.5) / height, torch.full(SIZE, 0.5)]).float()
     return {"image": image, "labels": labels, "valid": valid,
-            "K": torch.tensor(K, dtype=torch.float32), "pose": torch.tensor(POSE, dtype=torch.float32)}
+            "K": torch.tensor(k, dtype=torch.float32), "pose": torch.tensor(POSE, dtype=torch.float32)}
 
 
 def world_points(sample: T.Sample) -> np.ndarray:
@@ -187,6 +188,99 @@ def test_random_crop_pads_small_images_and_marks_padding_invalid():
     assert (out["labels"]["semseg"][30:] == 255).all()
     assert (out["image"][:, 30:] == 0).all()
     torch.testing.assert_close(out["K"], source["K"])  # bottom/right padding leaves K alone
+
+
+SQUARE_K = np.array([[40.0, 0.0, 20.3], [0.0, 40.0, 16.1], [0.0, 0.0, 1.0]])  # fx = fy: rotation is a camera roll
+
+
+@pytest.mark.parametrize("degrees", [25.0, -13.0])
+def test_rotation_rolls_the_camera(degrees):
+    source = make_sample(SQUARE_K)
+    out = T.rotate(source, TASK_MAP, degrees)
+    inside, sv, su = source_index(out)
+    assert 0.5 * inside.size < inside.sum() < inside.size  # corners rotated in from outside
+    angle = np.radians(degrees)
+    roll = torch.tensor([[np.cos(angle), np.sin(angle), 0], [-np.sin(angle), np.cos(angle), 0], [0, 0, 1]],
+                        dtype=torch.float32)
+    mask = torch.from_numpy(inside)
+    for name in LABEL_TASKS:  # every label is its nearest source pixel's; outside is filled and invalid
+        want = source["labels"][name][..., sv, su]
+        if name == "normals":
+            want = roll @ want
+        torch.testing.assert_close(out["labels"][name][..., mask], want, rtol=0, atol=1e-6)
+        assert not out["valid"][name][~mask].any()
+    assert (out["labels"]["semseg"][~mask] == 255).all()
+    assert torch.equal(out["K"], source["K"])  # rolled about the principal point
+    # world-frame normals and the points of the depth stay where they were (nearest sampling: half a pixel's ray)
+    normals_world = out["pose"][:3, :3] @ out["labels"]["normals"].flatten(1)
+    want_world = source["pose"][:3, :3] @ source["labels"]["normals"][:, 0, 0]
+    torch.testing.assert_close(normals_world[:, inside.ravel()], want_world[:, None].expand(3, int(inside.sum())),
+                               rtol=0, atol=1e-5)
+    got, want = world_points(out)[inside], world_points(source)[sv, su]
+    bound = source["labels"]["depth"][0].numpy()[sv, su] * np.hypot(0.5, 0.5) / 40.0 * 1.01 + 1e-5
+    assert (np.linalg.norm(got - want, axis=-1) <= bound).all()
+    # the ray through each output pixel centre (K, new pose) is the ray through the continuous source position
+    # that the bilinearly sampled image ramp shows (exact on a ramp, away from the border)
+    v, u = np.nonzero(inside)
+    ramp = out["image"].numpy()
+    away = (su >= 2) & (su <= SIZE[1] - 3) & (sv >= 2) & (sv <= SIZE[0] - 3)
+    src_pix = np.stack([ramp[0, v, u] * SIZE[1], ramp[1, v, u] * SIZE[0], np.ones(u.size)])[:, away]
+    out_pix = np.stack([u + 0.5, v + 0.5, np.ones(u.size)])[:, away]
+    ray_out = out["pose"].numpy().astype(np.float64)[:3, :3] @ np.linalg.solve(SQUARE_K, out_pix)
+    ray_src = POSE[:3, :3] @ np.linalg.solve(SQUARE_K, src_pix)
+    assert away.sum() > 200
+    np.testing.assert_allclose(ray_out, ray_src, atol=1e-3 / 40.0)
+
+
+def test_quarter_turn_about_the_centre_is_rot90_and_zero_is_identity():
+    source = make_sample()
+    square = T.crop(source, 0, 0, (30, 30))
+    del square["K"]  # no camera: about the image centre
+    turned = T.rotate(square, TASK_MAP, 90.0)
+    assert torch.equal(turned["labels"]["semseg"], torch.rot90(square["labels"]["semseg"], 1, (0, 1)))
+    assert torch.equal(turned["labels"]["source"], torch.rot90(square["labels"]["source"], 1, (1, 2)))
+    torch.testing.assert_close(turned["image"], torch.rot90(square["image"], 1, (1, 2)))
+    assert all(bool(mask.all()) for mask in turned["valid"].values())  # pixel centres land on pixel centres
+    same = T.rotate(source, TASK_MAP, 0.0)
+    assert all(torch.equal(same["labels"][n], source["labels"][n]) for n in TASK_MAP)
+    assert torch.equal(same["image"], source["image"]) and torch.equal(same["pose"], source["pose"])
+
+
+def _halves() -> T.Sample:
+    """40x40, class 1 on the left half and class 2 on the right half (a 20-pixel-wide crop sees both only when
+    it straddles column 20)."""
+    semseg = torch.ones(40, 40, dtype=torch.int64)
+    semseg[:, 20:] = 2
+    return {"image": torch.zeros(3, 40, 40), "labels": {"semseg": semseg}, "valid": {"semseg": semseg != 255}}
+
+
+def test_class_balanced_crop_redraws_until_no_class_dominates():
+    def fraction(out):  # class 1's share of the crop
+        return float((out["labels"]["semseg"] == 1).float().mean())
+
+    plain = [fraction(T.RandomCrop((20, 20))(_halves(), TASKS, torch.Generator().manual_seed(s))) for s in range(40)]
+    balanced = [fraction(T.RandomCrop((20, 20), max_class_ratio=0.75)(_halves(), TASKS,
+                                                                      torch.Generator().manual_seed(s)))
+                for s in range(40)]
+    dominated = sum(not 0.25 < f < 0.75 for f in plain)
+    assert dominated > 10  # left offsets 0-5 and 15-20 of 0-20: about half of the plain crops
+    assert sum(not 0.25 < f < 0.75 for f in balanced) <= 1  # ten draws miss with probability 0.57^10
+    # switched off, a crop draws exactly what the plain crop draws (runs without it keep their numbers)
+    generator = torch.Generator().manual_seed(5)
+    top, left = T._randint(generator, 20), T._randint(generator, 20)
+    out = T.RandomCrop((20, 20), max_class_ratio=1.0)(_halves(), TASKS, torch.Generator().manual_seed(5))
+    assert torch.equal(out["labels"]["semseg"], _halves()["labels"]["semseg"][top:top + 20, left:left + 20])
+
+
+def test_train_transform_adds_rotation_and_balanced_crop_only_when_asked():
+    assert not any(isinstance(t, T.RandomRotate) for t in T.train_transform((24, 32)).transforms)
+    transform = T.train_transform((24, 32), rotate=20.0, max_class_ratio=0.75)
+    assert any(isinstance(t, T.RandomRotate) and t.degrees == 20.0 for t in transform.transforms)
+    assert next(t for t in transform.transforms if isinstance(t, T.RandomCrop)).max_class_ratio == 0.75
+    with pytest.raises(Mtl3dError, match="rotation range"):
+        T.RandomRotate(200.0)
+    with pytest.raises(Mtl3dError, match="max class ratio"):
+        T.RandomCrop((8, 8), max_class_ratio=0.0)
 
 
 def test_segmentation_resizing_creates_no_new_classes():

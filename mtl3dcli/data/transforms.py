@@ -21,10 +21,16 @@ How the camera follows the pixels (u, v are pixel indices, centres at u + 0.5):
                       normals get n_x -> -n_x (Task.hflip) and pose' = pose @ diag(-1, 1, 1, 1), which keeps every
                       back-projected world point (and world-frame normal) where it was. The mirrored camera has a
                       left-handed frame (det R' = -1): fine for projecting points, but not a rotation.
+  rotate by theta     about the principal point (the image centre without K), counter-clockwise on screen as
+                      OpenCV's angle: pixel offsets d from the principal point become M d, M = [[c, s], [-s, c]]. With
+                      square pixels (fx = fy, no skew) that is the camera rolled about its optical axis: K is
+                      unchanged, camera-frame vectors get (x, y) -> M (x, y), z-depth is unchanged and
+                      pose' = pose @ R^T with R = blockdiag(M, 1, 1), which keeps back-projected points in place.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -32,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.tasks import Task
+from mtl3dcli.tasks import ClassTask, Task
 
 Sample = dict[str, Any]
 MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
@@ -124,6 +130,52 @@ def hflip(sample: Sample, tasks: dict[str, Task]) -> Sample:
         out["K"] = K
     if "pose" in sample:
         out["pose"] = sample["pose"] @ MIRROR_X.to(sample["pose"].dtype)
+    return out
+
+
+def rotate(sample: Sample, tasks: dict[str, Task], degrees: float) -> Sample:
+    """Rotate by `degrees` about the principal point (see module doc), keeping the size: image bilinear, labels and
+    masks nearest; pixels whose source falls outside the image are black and invalid for every task (label
+    `Task.fill`)."""
+    if degrees == 0:
+        return dict(sample)
+    height, width = image_size(sample)
+    if "K" in sample:
+        cx, cy = float(sample["K"][0, 2]), float(sample["K"][1, 2])
+    else:
+        cx, cy = width / 2.0, height / 2.0
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    # source position of each output pixel centre: d = M^T d'
+    v, u = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    du, dv = u - cx, v - cy
+    src_u, src_v = cx + cos * du - sin * dv, cy + sin * du + cos * dv
+    inside = (src_u >= 0) & (src_u < width) & (src_v >= 0) & (src_v < height)
+    grid = torch.stack([2.0 * src_u / width - 1.0, 2.0 * src_v / height - 1.0], dim=-1)[None]
+
+    def warp(tensor: torch.Tensor, mode: str) -> torch.Tensor:  # (..., H, W) -> same shape and dtype
+        flat = tensor.reshape(1, -1, height, width).float()
+        out = F.grid_sample(flat, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        return out.reshape(tensor.shape).to(tensor.dtype)
+
+    out = dict(sample)
+    out["image"] = warp(sample["image"], "bilinear").clamp(0.0, 1.0)
+    if "labels" in sample:
+        labels = {}
+        for name, label in sample["labels"].items():
+            task = tasks[name]
+            label = torch.where(inside, warp(label, "nearest"), torch.tensor(task.fill, dtype=label.dtype))
+            if task.camera_frame_vector:
+                x, y = label[0], label[1]
+                label = torch.cat([torch.stack([cos * x + sin * y, -sin * x + cos * y]), label[2:]])
+            labels[name] = label
+        out["labels"] = labels
+    if "valid" in sample:
+        out["valid"] = {name: warp(mask, "nearest") & inside for name, mask in sample["valid"].items()}
+    if "pose" in sample:
+        roll = torch.eye(4, dtype=sample["pose"].dtype)
+        roll[:2, :2] = torch.tensor([[cos, sin], [-sin, cos]], dtype=roll.dtype)
+        out["pose"] = sample["pose"] @ roll.T
     return out
 
 
@@ -221,20 +273,54 @@ class ResizePad:
 
 
 class RandomCrop:
-    """Crop a random `size` = (H, W) window; a smaller image is first padded at the bottom/right (invalid region)."""
+    """Crop a random `size` = (H, W) window; a smaller image is first padded at the bottom/right (invalid region).
 
-    def __init__(self, size: tuple[int, int]):
+    max_class_ratio < 1 redraws the window (at most `attempts` draws, the last one kept) until the labelled pixels
+    of the first class task in it show at least two classes and none covers `max_class_ratio` of them or more: the
+    class-balanced crop of mmsegmentation (its cat_max_ratio) that InvPT trains with."""
+
+    def __init__(self, size: tuple[int, int], max_class_ratio: float = 1.0, attempts: int = 10):
+        if not 0 < max_class_ratio <= 1:
+            raise Mtl3dError(f"the crop's max class ratio must be in (0, 1], got {max_class_ratio}")
         self.size = (int(size[0]), int(size[1]))
+        self.max_class_ratio, self.attempts = float(max_class_ratio), int(attempts)
 
     def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
         sample = PadTo(self.size)(sample, tasks, generator)
         height, width = image_size(sample)
-        top = _randint(generator, height - self.size[0])
-        left = _randint(generator, width - self.size[1])
+        classes = next((name for name in sample.get("labels", {}) if isinstance(tasks[name], ClassTask)), None)
+        balance = self.max_class_ratio < 1 and classes is not None
+        for _ in range(self.attempts if balance else 1):
+            top = _randint(generator, height - self.size[0])
+            left = _randint(generator, width - self.size[1])
+            if balance and self._balanced(sample, classes, top, left):
+                break
         return crop(sample, top, left, self.size)
 
+    def _balanced(self, sample: Sample, task: str, top: int, left: int) -> bool:
+        window = (slice(top, top + self.size[0]), slice(left, left + self.size[1]))
+        labels = sample["labels"][task][window][sample["valid"][task][window]]
+        counts = torch.bincount(labels.flatten())
+        counts = counts[counts > 0]
+        return len(counts) > 1 and float(counts.max()) / float(counts.sum()) < self.max_class_ratio
+
     def __repr__(self) -> str:
-        return f"RandomCrop({self.size})"
+        return f"RandomCrop({self.size}, max_class_ratio={self.max_class_ratio})"
+
+
+class RandomRotate:
+    """Rotate by an angle drawn uniformly from [-degrees, degrees] (labels, normals and pose follow; see `rotate`)."""
+
+    def __init__(self, degrees: float):
+        if not 0 <= degrees <= 180:
+            raise Mtl3dError(f"rotation range must be in [0, 180] degrees, got {degrees}")
+        self.degrees = float(degrees)
+
+    def __call__(self, sample: Sample, tasks: dict[str, Task], generator: torch.Generator) -> Sample:
+        return rotate(sample, tasks, _uniform(generator, -self.degrees, self.degrees))
+
+    def __repr__(self) -> str:
+        return f"RandomRotate({self.degrees})"
 
 
 class RandomHorizontalFlip:
@@ -279,13 +365,17 @@ class ColorJitter:
 
 # --- factories -----------------------------------------------------------------------------------------------------
 def train_transform(size: tuple[int, int], scale: tuple[float, float] = (0.75, 1.5), flip: bool = True,
-                    jitter: float = 0.2) -> Compose:
-    """Training augmentation of the standard MTL codebases: random scale of the stored image, random crop to `size`
-    (padding when smaller), horizontal flip, colour jitter (brightness/contrast/saturation = `jitter`, no hue)."""
+                    jitter: float = 0.2, rotate: float = 0.0, max_class_ratio: float = 1.0) -> Compose:
+    """Training augmentation of the standard MTL codebases: random scale of the stored image, random rotation in
+    [-rotate, rotate] degrees (MTL-PyTorch's PASCAL recipe; 0 = off), random crop to `size` (padding when smaller;
+    class-balanced below `max_class_ratio`, InvPT's recipe), horizontal flip, colour jitter (brightness/contrast/
+    saturation = `jitter`, no hue). Switched-off steps draw nothing from the generator."""
     transforms: list[Transform] = []
     if tuple(scale) != (1.0, 1.0):
         transforms.append(RandomScale(*scale))
-    transforms.append(RandomCrop(size))
+    if rotate > 0:
+        transforms.append(RandomRotate(rotate))
+    transforms.append(RandomCrop(size, max_class_ratio))
     if flip:
         transforms.append(RandomHorizontalFlip(0.5))
     if jitter > 0:

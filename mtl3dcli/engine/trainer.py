@@ -182,7 +182,8 @@ class Trainer:
     def _datasets(self) -> tuple[MultiTaskDataset, MultiTaskDataset]:
         data, reg, seed = self.config.data, self.config.regularizer, self.config.train.seed
         train_set = MultiTaskDataset(data.root, data.train_split, self.tasks,
-                                     train_transform(data.size, data.scale, data.flip, data.jitter),
+                                     train_transform(data.size, data.scale, data.flip, data.jitter, data.rotate,
+                                                     data.crop_max_class),
                                      pairs=reg.enabled and reg.cross_view, min_overlap=reg.min_overlap, seed=seed,
                                      fraction=data.train_fraction, cache=data.cache)
         val_set = MultiTaskDataset(data.root, data.val_split, self.tasks,
