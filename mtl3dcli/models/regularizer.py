@@ -138,8 +138,8 @@ class TriplaneField(nn.Module):
     linear); `composite_task_hidden` + `task_outputs` split the task MLPs before their last linear layer, so point
     decoding composites the hidden layer and applies that layer once per ray (compositing is linear too). Both
     recompute their per-sample hidden layer in backward instead of keeping it (memory). For ray decoding,
-    `density_composite_from_parts` does the same with the shared MLP's second layer: only its density row runs per
-    sample, its feature rows once per ray on the composited hidden layer.
+    `density_composite_from_parts` splits the shared MLP's second layer the same way: only its density row runs
+    per sample, its feature rows once per ray on the composited hidden layer.
     """
 
     def __init__(self, in_dim: int, density_hidden: int, task_hidden: int, channels: dict[str, int],
