@@ -27,6 +27,7 @@ from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.weights import load_weights, save_weights
 from mtl3dcli.data.loader import EpochSampler
 from mtl3dcli.engine.trainer import lr_factor, train
+from mtl3dcli.environment import describe, summarize, training_environments
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import build_model, model_from_weights
 
@@ -252,6 +253,20 @@ def test_non_finite_loss_stops_with_a_saved_checkpoint(tmp_path, tiny_dataset, m
     assert all(torch.isfinite(v).all() for v in weights.state.values() if v.is_floating_point())
 
 
+def test_training_environments_are_the_distinct_ones_of_every_start(tmp_path):
+    cpu = {"device": "cpu", "cpu": "Some CPU", "cpu_capability": "AVX2", "threads": 2, "torch": "2.4.0",
+           "numpy": "2.0.0", "python": "3.12.1"}
+    other = {**cpu, "cpu_capability": "AVX512"}
+    starts = [{"step": 0, **cpu}, {"step": 200, **other}, {"step": 400, **cpu}]
+    (tmp_path / "environment.json").write_text(json.dumps({"starts": starts}))
+    assert training_environments(tmp_path) == [cpu, other]
+    assert training_environments(tmp_path / "none") == []
+    assert summarize(cpu) == "Some CPU (AVX2), 2 threads, torch 2.4.0"
+    gpu = {**cpu, "device": "cuda", "gpu": "H200", "cuda": "13.0"}
+    assert summarize(gpu) == "H200, CUDA 13.0, 2 threads, torch 2.4.0"
+    assert describe(torch.device("cpu"))["torch"] == torch.__version__
+
+
 def test_huge_learning_rate_diverges_into_the_non_finite_stop(tmp_path, tiny_dataset):
     run_dir = tmp_path / "huge"
     with pytest.raises(Mtl3dError, match="non-finite loss"):
@@ -278,6 +293,9 @@ def test_interrupt_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, t
     monkeypatch.undo()
     train(load_config(str(run_dir / "config.yaml")), run_dir, resume=True)
     _assert_same_losses(run_dir, reference_run, range(1, 13))
+    starts = json.loads((run_dir / "environment.json").read_text())["starts"]
+    assert [s["step"] for s in starts] == [0, 5]  # the start and the resume, each with its environment
+    assert training_environments(run_dir) == [describe(torch.device("cpu"))]
 
 
 def test_resume_after_kill_9_matches_the_uninterrupted_run(tmp_path, tiny_dataset, reference_run, one_thread):

@@ -7,11 +7,13 @@ import json
 import shutil
 
 import pytest
+import torch
 from conftest import TINY_OVERRIDES
 from rich.console import Console
 
 from mtl3dcli.commands import study as study_module
 from mtl3dcli.commands.study import StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid
+from mtl3dcli.environment import describe, summarize
 from mtl3dcli.errors import Mtl3dError
 
 
@@ -72,6 +74,9 @@ def test_a_tiny_study_writes_every_output(tiny_study):
     for plot in ("metrics.png", "curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert "| reg |" in (out / "summary.md").read_text()
+    # every run trained here, in this process's environment
+    assert summary["environments"] == [{"environment": describe(torch.device("cpu")), "runs": 10}]
+    assert f"Trained on {summarize(describe(torch.device('cpu')))} (10 runs)." in (out / "summary.md").read_text()
 
 
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):

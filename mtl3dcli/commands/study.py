@@ -6,7 +6,8 @@
     <out>/runs/<variant>/seed<k>  ordinary run folders (weights/, metrics.jsonl, results.csv, eval.<data>.json)
     <out>/results.csv             one row per run: variant, seed, every scalar metric, Delta_m vs its control
     <out>/summary.json, .md       per variant and metric: mean, sd and 95% t-interval over seeds; paired differences
-                                  to the control (same seeds) in every primary metric and in Delta_m
+                                  to the control (same seeds) in every primary metric and in Delta_m; the
+                                  environments the runs trained in (a bit-identical rerun needs the same one)
     <out>/plots/metrics.png       means with their intervals per variant; plots/curves.png: every run's validation
 
 Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"):
@@ -39,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
+from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.stats import paired, relative_change, t_interval
 from mtl3dcli.tasks import TASKS, get_task
@@ -281,12 +283,27 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
         summary["variants"][variant.name] = entry
+    summary["environments"] = _environments(out, grid, spec.seeds)
     summary = _json_safe(summary)
     _write_results_csv(out, rows)
     fileio.write_json(out / "summary.json", summary)
     fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas))
     plot_study(out, summary, keys, deltas, grid, spec)
     return summary
+
+
+def _environments(out: Path, grid: list[Variant], seeds: int) -> list[dict[str, Any]]:
+    """The distinct environments the study's runs trained in, each with its number of runs: equal numbers on a
+    rerun need the same one (`mtl3dcli.environment`)."""
+    found: list[dict[str, Any]] = []
+    for variant in grid:
+        for seed in range(seeds):
+            for env in training_environments(run_dir(out, variant, seed)):
+                entry = next((e for e in found if e["environment"] == env), None)
+                if entry is None:
+                    found.append(entry := {"environment": env, "runs": 0})
+                entry["runs"] += 1
+    return found
 
 
 def _json_safe(value: Any) -> Any:
@@ -324,7 +341,10 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
     variant the paired difference to its control, with a mark where the interval excludes 0."""
     arrows = {k: "↑" if _direction(k) else "↓" for k in keys}
     head = ["variant", *[f"{k} {arrows[k]}" for k in keys], *map(_delta_title, deltas)]
-    lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}].", "",
+    trained = "; ".join(f"{summarize(e['environment'])} ({e['runs']} runs)"
+                        for e in summary.get("environments", []))
+    lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}]."
+             + (f" Trained on {trained}." if trained else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in summary["variants"].items():
         metrics = entry["metrics"]

@@ -10,8 +10,10 @@
 Determinism and exact resume come from seeding instead of saved RNG streams: the epoch order is a permutation of
 (seed, epoch), every sample's augmentation draws from (seed, epoch, index) inside the dataset, and the global torch
 RNG (stratified ray samples) is reseeded from (seed, step, rank) before every step. A run resumed from step s
-therefore sees exactly the batches and random draws the uninterrupted run saw. One DataLoader with persistent
-workers serves the whole run (the epoch travels in the sampler's keys), so no worker restarts between epochs.
+therefore sees exactly the batches and random draws the uninterrupted run saw. Equal numbers also need the same
+environment (instruction set, library builds, threads): `environment.json` records each (re)start's. One DataLoader
+with persistent workers serves the whole run (the epoch travels in the sampler's keys), so no worker restarts between
+epochs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, shutdown
 from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.objective import Objective
+from mtl3dcli.environment import record_start
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.fileio import write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
@@ -309,6 +312,7 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)  # on resume too: the run may go on for more steps
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        record_start(self.run_dir, self.step_count, self.device)
         self.logger = RunLogger(self.run_dir, self.console, self.config.train.steps, self.step_count,
                                 log_every=self.config.train.log_every,
                                 validations=len(validation_steps(self.step_count, self.config.train)))

@@ -1,0 +1,70 @@
+"""The compute environment a run trained in, recorded beside its results (`environment.json`).
+
+Training is bit-for-bit reproducible only in the same environment: the same code and data give the same numbers
+on the same CPU instruction set (PyTorch, oneDNN and MKL pick kernels per instruction set, and a different float
+rounding in the first step grows into a seed-sized difference after hundreds of steps) with the same library
+builds and thread count. Recording it tells a reader whether a rerun should match exactly or only within the seed
+spread.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtl3dcli import fileio
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name ("model name" of /proc/cpuinfo on Linux), else what the platform reports."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def describe(device: torch.device) -> dict[str, Any]:
+    """What decides a run's float results besides code, data and config: device, instruction set, thread count and
+    library versions."""
+    env: dict[str, Any] = {"device": device.type, "cpu": cpu_model(),
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
+                           "python": platform.python_version()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def record_start(run_dir: Path, step: int, device: torch.device) -> None:
+    """Append this (re)start's environment to `run_dir/environment.json` ({"starts": [{"step": s, ...}]}): a run
+    resumed elsewhere shows every environment it trained in, from the step each took over."""
+    path = Path(run_dir) / "environment.json"
+    starts = fileio.read_json(path)["starts"] if path.is_file() else []
+    fileio.write_json(path, {"starts": [*starts, {"step": step, **describe(device)}]})
+
+
+def training_environments(run_dir: Path) -> list[dict[str, Any]]:
+    """The distinct environments a run trained in (without their start steps); [] for a run that recorded none."""
+    path = Path(run_dir) / "environment.json"
+    if not path.is_file():
+        return []
+    distinct: list[dict[str, Any]] = []
+    for start in fileio.read_json(path)["starts"]:
+        env = {k: v for k, v in start.items() if k != "step"}
+        if env not in distinct:
+            distinct.append(env)
+    return distinct
+
+
+def summarize(env: dict[str, Any]) -> str:
+    """One line: "Intel(R) Xeon(R) Processor (AVX512), 2 threads, torch 2.14.1" (+ the GPU on CUDA)."""
+    where = f"{env['gpu']}, CUDA {env['cuda']}" if env.get("gpu") else f"{env['cpu']} ({env['cpu_capability']})"
+    return f"{where}, {env['threads']} threads, torch {env['torch']}"
