@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mtl3dcli import fileio
+from mtl3dcli.errors import Mtl3dError
 
 
 def cpu_model() -> str:
@@ -43,21 +44,28 @@ def describe(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def _starts(path: Path) -> list[dict[str, Any]]:
+    """The recorded starts of environment.json ([] when there is none yet)."""
+    if not path.is_file():
+        return []
+    record = fileio.read_json(path)
+    if not (isinstance(record, dict) and isinstance(record.get("starts"), list)
+            and all(isinstance(start, dict) for start in record["starts"])):
+        raise Mtl3dError(f'{path} is not an environment record ({{"starts": [...]}}): move it away to start a new one')
+    return record["starts"]
+
+
 def record_start(run_dir: Path, step: int, device: torch.device) -> None:
     """Append this (re)start's environment to `run_dir/environment.json` ({"starts": [{"step": s, ...}]}): a run
     resumed elsewhere shows every environment it trained in, from the step each took over."""
     path = Path(run_dir) / "environment.json"
-    starts = fileio.read_json(path)["starts"] if path.is_file() else []
-    fileio.write_json(path, {"starts": [*starts, {"step": step, **describe(device)}]})
+    fileio.write_json(path, {"starts": [*_starts(path), {"step": step, **describe(device)}]})
 
 
 def training_environments(run_dir: Path) -> list[dict[str, Any]]:
     """The distinct environments a run trained in (without their start steps); [] for a run that recorded none."""
-    path = Path(run_dir) / "environment.json"
-    if not path.is_file():
-        return []
     distinct: list[dict[str, Any]] = []
-    for start in fileio.read_json(path)["starts"]:
+    for start in _starts(Path(run_dir) / "environment.json"):
         env = {k: v for k, v in start.items() if k != "step"}
         if env not in distinct:
             distinct.append(env)

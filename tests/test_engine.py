@@ -261,6 +261,9 @@ def test_training_environments_are_the_distinct_ones_of_every_start(tmp_path):
     (tmp_path / "environment.json").write_text(json.dumps({"starts": starts}))
     assert training_environments(tmp_path) == [cpu, other]
     assert training_environments(tmp_path / "none") == []
+    (tmp_path / "environment.json").write_text('{"cpu": "no starts list"}')
+    with pytest.raises(Mtl3dError, match="not an environment record"):
+        training_environments(tmp_path)
     assert summarize(cpu) == "Some CPU (AVX2), 2 threads, torch 2.4.0"
     gpu = {**cpu, "device": "cuda", "gpu": "H200", "cuda": "13.0"}
     assert summarize(gpu) == "H200, CUDA 13.0, 2 threads, torch 2.4.0"

@@ -342,7 +342,7 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
     arrows = {k: "↑" if _direction(k) else "↓" for k in keys}
     head = ["variant", *[f"{k} {arrows[k]}" for k in keys], *map(_delta_title, deltas)]
     trained = "; ".join(f"{summarize(e['environment'])} ({e['runs']} runs)"
-                        for e in summary.get("environments", []))
+                        for e in summary["environments"])
     lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}]."
              + (f" Trained on {trained}." if trained else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
