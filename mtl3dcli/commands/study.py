@@ -295,15 +295,10 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
 def _environments(out: Path, grid: list[Variant], seeds: int) -> list[dict[str, Any]]:
     """The distinct environments the study's runs trained in, each with its number of runs: equal numbers on a
     rerun need the same one (`mtl3dcli.environment`)."""
-    found: list[dict[str, Any]] = []
-    for variant in grid:
-        for seed in range(seeds):
-            for env in training_environments(run_dir(out, variant, seed)):
-                entry = next((e for e in found if e["environment"] == env), None)
-                if entry is None:
-                    found.append(entry := {"environment": env, "runs": 0})
-                entry["runs"] += 1
-    return found
+    per_run = [env for variant in grid for seed in range(seeds)
+               for env in training_environments(run_dir(out, variant, seed))]
+    distinct = [env for i, env in enumerate(per_run) if env not in per_run[:i]]
+    return [{"environment": env, "runs": per_run.count(env)} for env in distinct]
 
 
 def _json_safe(value: Any) -> Any:
