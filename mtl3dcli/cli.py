@@ -67,7 +67,7 @@ def download(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder.")] = False,
     keep_archive: Annotated[bool, typer.Option(help="Keep the downloaded archive after conversion.")] = False,
     train_scenes: Annotated[int, typer.Option(help="synthetic: training scenes.")] = 80,
-    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 30,
+    val_scenes: Annotated[int, typer.Option(help="synthetic: held-out validation scenes.")] = 180,
     views: Annotated[int, typer.Option(help="synthetic: camera views per scene.")] = 6,
     size: Annotated[str, typer.Option(help="synthetic: image size HEIGHTxWIDTH.")] = "96x128",
     seed: Annotated[int, typer.Option(help="synthetic: generator seed.")] = 0,
