@@ -99,3 +99,19 @@ def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
     monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: (done.append(a[1:3]), real(*a)))
     run_study(spec, out, Console(quiet=True))
     assert done == [(grid["reg"], 1)] and list(run.glob("eval.*.json"))
+
+
+def test_a_run_missing_one_report_is_scored_on_that_set_only(tiny_study, monkeypatch):
+    """A study that adds an evaluation set to finished runs (or was killed between two evaluations) scores only the
+    sets without a report of the last weights."""
+    from mtl3dcli.commands import evaluate as evaluate_module
+
+    spec, out, summary = tiny_study
+    run = run_dir(out, study_grid(spec.variants)[0], 0)
+    (run / "eval.narrow.json").unlink()
+    scored = []
+    real = evaluate_module.run_evaluation
+    monkeypatch.setattr(evaluate_module, "run_evaluation",
+                        lambda *a, **k: (scored.append(k["data"].name), real(*a, **k)))
+    assert run_study(spec, out, Console(quiet=True)) == summary
+    assert scored == ["narrow"]

@@ -156,14 +156,19 @@ def dataset_names(spec: StudySpec) -> list[str]:
     return ["", *(Path(data).name for data in spec.eval_data)]
 
 
+def _scored(report: Path, steps: int) -> bool:
+    """Whether `report` holds an evaluation of the run's last weights (after `steps` steps)."""
+    return report.is_file() and fileio.read_json(report).get("step") == steps
+
+
 def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> bool:
     config = spec.config(variant, seed)
-    reports = [evaluation_path(run, data) for data in _datasets(spec, config)]
-    return all(p.is_file() and fileio.read_json(p).get("step") == config.train.steps for p in reports)
+    return all(_scored(evaluation_path(run, data), config.train.steps) for data in _datasets(spec, config))
 
 
 def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) -> None:
-    """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study."""
+    """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study
+    that has no report of them yet (a study that adds an evaluation set to finished runs scores only that set)."""
     from mtl3dcli.commands.evaluate import run_evaluation
     from mtl3dcli.engine.trainer import train
 
@@ -172,6 +177,8 @@ def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) 
     with open(run / "train.log", "a", encoding="utf-8") as log:
         train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
     for data in _datasets(spec, config):
+        if _scored(evaluation_path(run, data), config.train.steps):
+            continue
         run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=evaluation_path(run, data),
                        console=Console(file=io.StringIO()))
 
