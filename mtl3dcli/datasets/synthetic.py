@@ -63,7 +63,7 @@ MAX_PRINCIPAL_JITTER = 0.2
 @dataclass
 class SyntheticOptions:
     train_scenes: int = 80
-    val_scenes: int = 180  # 1,080 views: the seed-to-seed spread of a study is mostly which scenes are scored (README)
+    val_scenes: int = 180  # 1,080 views: with 30 scenes, which scenes are scored widened every study interval
     views: int = 6
     height: int = 96
     width: int = 128
