@@ -177,10 +177,10 @@ def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) 
     with open(run / "train.log", "a", encoding="utf-8") as log:
         train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
     for data in _datasets(spec, config):
-        if _scored(evaluation_path(run, data), config.train.steps):
-            continue
-        run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=evaluation_path(run, data),
-                       console=Console(file=io.StringIO()))
+        report = evaluation_path(run, data)
+        if not _scored(report, config.train.steps):
+            run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=report,
+                           console=Console(file=io.StringIO()))
 
 
 def run_study(spec: StudySpec, out: Path, console: Console) -> dict[str, Any]:
