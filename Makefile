@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py --preset mtinet-hrnet18-nyuv2 --batch-size 2 --steps 5
 	$(BIN)/python benchmarks/regularizer_step.py --preset hrnet18 --batch-size 2
 	$(BIN)/python benchmarks/regularizer_step.py --preset hrnet18 --batch-size 2 --set regularizer.decode=point
+	$(BIN)/python benchmarks/regularizer_step.py --preset demo
 	$(BIN)/python benchmarks/inference_parity.py --preset demo
 	$(BIN)/python benchmarks/edge_eval.py
 

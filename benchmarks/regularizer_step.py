@@ -6,7 +6,11 @@ step-time ratio of train_step.py on a shared machine).
                                           [--device cpu|cuda] [--steps 15]
 
 Random images of the preset's training size go through the host once (no gradient) for the features; labels are
-random (bench_data). Prints one JSON object: median and minimum milliseconds per regularizer step.
+random (bench_data). The step is the training objective's own `rendered_losses` on the planes. Prints one JSON
+object: median and minimum milliseconds per regularizer step, and `parts_ms`, the median forward + backward time of
+each stage alone on fixed (detached) inputs: projector (features -> planes), render (planes -> maps), upsample
+(maps -> label size) and losses. Timed directly, interleaved with the whole step: torch.profiler distorts these
+stages (on CPU it reported the projector convolution's backward 10-20x slower than it runs unprofiled).
 """
 
 from __future__ import annotations
@@ -19,13 +23,73 @@ import time
 import torch
 
 
-def main() -> None:
+def stages(args) -> tuple[dict, dict]:
+    """The whole regularizer step and its four stages, as closures over one model and batch; and what was built."""
     from bench_data import bench_meta, fake_batch
     from mtl3dcli.config import load_config
     from mtl3dcli.cpu import tune_cpu_process
+    from mtl3dcli.engine.objective import rendered_losses
     from mtl3dcli.models.build import build_model, resolve_tasks
     from mtl3dcli.models.layers import upsample_maps
 
+    overrides = ["regularizer.enabled=true", *args.set]
+    if args.batch_size:
+        overrides.append(f"data.batch_size={args.batch_size}")
+    config = load_config(args.preset, overrides)
+    tasks = resolve_tasks(config)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        tune_cpu_process()
+    torch.manual_seed(0)
+    meta = bench_meta(tasks)
+    model = build_model(config, meta, load_backbone_weights=False).to(device).train()
+    size = tuple(config.data.size)
+    batch = fake_batch(tasks, meta, config.data.batch_size, size, device)
+    with torch.no_grad():
+        features = model.net(batch["image"]).features
+    features.requires_grad_()
+    reg = model.regularizer
+    camera = reg.view_camera(batch["K"], size)
+    labels, valid = batch["labels"], batch["valid"]
+
+    def leaf(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: value.detach().requires_grad_() for name, value in maps.items()}
+
+    def total(maps: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(value.sum() for value in maps.values())
+
+    planes = reg.planes(features).detach().requires_grad_()
+    rendered = leaf(reg.render(planes, camera, stratified=True).tasks)
+    upsampled = leaf(upsample_maps(rendered, size))
+    runs = {
+        "step": lambda: total(rendered_losses(reg, reg.planes(features), camera, size, labels, valid, True)).backward(),
+        "projector": lambda: reg.planes(features).sum().backward(),
+        "render": lambda: total(reg.render(planes, camera, stratified=True).tasks).backward(),
+        "upsample": lambda: total(upsample_maps(rendered, size)).backward(),
+        "losses": lambda: total({t.name: t.loss(upsampled[t.name], labels[t.name], valid[t.name])
+                                 for t in reg.tasks}).backward(),
+    }
+    built = {"batch_size": config.data.batch_size, "decode": config.regularizer.decode,
+             "samples": config.regularizer.samples, "render_size": list(config.regularizer.render_size),
+             "features": list(features.shape[1:])}
+    return runs, built
+
+
+def time_runs(runs: dict, warmup: int, steps: int, device: str) -> dict[str, list[float]]:
+    """Milliseconds of every run, round-robin (each run sees the caches the others leave, as in a training step)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(warmup + steps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -34,46 +98,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
-
-    overrides = ["regularizer.enabled=true", *args.set]
-    if args.batch_size:
-        overrides.append(f"data.batch_size={args.batch_size}")
-    config = load_config(args.preset, overrides)
-    tasks = resolve_tasks(config)
-    meta = bench_meta(tasks)
-    device = torch.device(args.device)
-    if device.type == "cpu":
-        tune_cpu_process()
-    torch.manual_seed(0)
-    model = build_model(config, meta, load_backbone_weights=False).to(device).train()
-    size = tuple(config.data.size)
-    batch = fake_batch(tasks, meta, config.data.batch_size, size, device)
-    with torch.no_grad():
-        features = model.net(batch["image"]).features
-    features.requires_grad_()
-    reg = model.regularizer
-
-    def step() -> None:
-        rendered = reg.render(reg.planes(features), reg.view_camera(batch["K"], size), stratified=True)
-        up = upsample_maps(rendered.tasks, size)
-        loss = sum(t.loss(up[t.name], batch["labels"][t.name], batch["valid"][t.name]) for t in reg.tasks)
-        loss.backward()
-
-    times = []
-    for i in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append((time.perf_counter() - start) * 1000)
+    runs, built = stages(args)
+    times = time_runs(runs, args.warmup, args.steps, args.device)
     print(json.dumps({"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
-                      "batch_size": config.data.batch_size, "overrides": args.set,
-                      "decode": config.regularizer.decode, "samples": config.regularizer.samples,
-                      "render_size": list(config.regularizer.render_size),
-                      "features": list(features.shape[1:]),
-                      "ms_per_step_median": round(statistics.median(times), 1),
-                      "ms_per_step_min": round(min(times), 1)}))
+                      "overrides": args.set, **built,
+                      "ms_per_step_median": round(statistics.median(times["step"]), 1),
+                      "ms_per_step_min": round(min(times["step"]), 1),
+                      "parts_ms": {name: round(statistics.median(t), 1) for name, t in times.items()
+                                   if name != "step"}}))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,20 @@ from torch import nn
 from mtl3dcli.config import Config
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.models.layers import upsample_maps
+from mtl3dcli.models.regularizer import Regularizer
+from mtl3dcli.render.cameras import Camera
 from mtl3dcli.geometry import covisible, relative_pose
+
+
+def rendered_losses(reg: Regularizer, planes: torch.Tensor, camera: Camera, size: tuple[int, int],
+                    labels: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+                    stratified: bool) -> dict[str, torch.Tensor]:
+    """The unweighted task loss of every rendered task: the tri-plane rendered from `camera`, each map upsampled
+    (bilinear) to the labels' `size` and scored against them where `valid`. {task: loss} in the regularizer's order;
+    the training step and `benchmarks/regularizer_step.py` share it."""
+    rendered = reg.render(planes, camera, stratified=stratified)
+    up = upsample_maps(rendered.tasks, size)
+    return {t.name: t.loss(up[t.name], labels[t.name], valid[t.name]) for t in reg.tasks}
 
 
 class Objective(nn.Module):
@@ -58,11 +71,10 @@ class Objective(nn.Module):
         reg = model.regularizer
         if reg is not None:
             planes = reg.planes(out.features)
-            rendered = reg.render(planes, reg.view_camera(batch["K"], size), stratified=self.training)
-            up = upsample_maps(rendered.tasks, size)
-            for t in reg.tasks:
-                weight = self.alpha[t.name] * self.weights[t.name]
-                terms[f"render/{t.name}"] = weight * t.loss(up[t.name], labels[t.name], valid[t.name])
+            losses = rendered_losses(reg, planes, reg.view_camera(batch["K"], size), size, labels, valid,
+                                     self.training)
+            for name, loss in losses.items():
+                terms[f"render/{name}"] = self.alpha[name] * self.weights[name] * loss
             if self.cross_view and "pair" in batch:
                 self._cross_view(reg, planes, batch, size, terms, diagnostics)
         total = torch.stack(list(terms.values())).sum()
@@ -87,9 +99,8 @@ class Objective(nn.Module):
         labelled = pair["valid"][depth_task] & has_pair
         diagnostics["cross/visible"] = ((seen & labelled).sum() / labelled.sum().clamp_min(1)).detach().float()
         camera = reg.partner_camera(batch["K"], size, pair["K"], pair_size, b_to_a)
-        rendered = reg.render(planes, camera, stratified=self.training)
-        up = upsample_maps(rendered.tasks, pair_size)
         mask = seen & has_pair
-        for t in reg.tasks:
-            weight = self.cross_alpha * self.alpha[t.name] * self.weights[t.name]
-            terms[f"cross/{t.name}"] = weight * t.loss(up[t.name], pair["labels"][t.name], pair["valid"][t.name] & mask)
+        seen_valid = {t.name: pair["valid"][t.name] & mask for t in reg.tasks}
+        losses = rendered_losses(reg, planes, camera, pair_size, pair["labels"], seen_valid, self.training)
+        for name, loss in losses.items():
+            terms[f"cross/{name}"] = self.cross_alpha * self.alpha[name] * self.weights[name] * loss
