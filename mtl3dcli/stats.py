@@ -67,6 +67,17 @@ def paired(treatment: Mapping[int, float], control: Mapping[int, float], confide
     return t_interval([treatment[s] - control[s] for s in seeds], confidence)
 
 
+def seeds_for_half_width(sd: float, half_width: float, confidence: float = 0.95, limit: int = 1000) -> int | None:
+    """The fewest seeds whose t-interval of a mean is at most +/- `half_width` when the values spread by `sd`: the
+    smallest n >= 2 with t_{confidence, n-1} sd / sqrt(n) <= half_width; None for an undefined sd or beyond `limit`.
+    A planning figure: it takes a measured sd for the true one, and the sd of 3 seeds is itself uncertain by about
+    a factor of two either way. Example: sd 1.14, half width 1 -> 8 (t(7) = 2.365, 2.365 * 1.14 / sqrt(8) = 0.95)."""
+    if sd is None or math.isnan(sd):
+        return None
+    return next((n for n in range(2, limit + 1) if t_quantile(confidence, n - 1) * sd / math.sqrt(n) <= half_width),
+                None)
+
+
 def relative_change(value: float, reference: float, higher_is_better: bool) -> float:
     """Improvement of `value` over `reference` in percent, positive when better (the Delta_m convention)."""
     sign = 1.0 if higher_is_better else -1.0

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import paired, relative_change, t_interval, t_quantile
+from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, t_interval, t_quantile
 
 
 def test_t_quantiles_from_the_table():
@@ -44,3 +44,13 @@ def test_paired_differences_match_seeds():
 def test_relative_change_sign_follows_the_metric_direction():
     assert relative_change(44.0, 40.0, True) == pytest.approx(10.0)
     assert relative_change(0.45, 0.50, False) == pytest.approx(10.0)
+
+
+def test_seeds_for_a_half_width_by_hand():
+    # sd 1.14: n = 7 gives 2.4469 * 1.14 / sqrt(7) = 1.054 > 1, n = 8 gives 2.3646 * 1.14 / sqrt(8) = 0.953 <= 1
+    assert seeds_for_half_width(1.14, 1.0) == 8
+    # sd 0.23: n = 2 gives 12.706 * 0.23 / sqrt(2) = 2.07, n = 3 gives 4.3027 * 0.23 / sqrt(3) = 0.571
+    assert seeds_for_half_width(0.23, 1.0) == 3
+    assert seeds_for_half_width(0.0, 1.0) == 2  # no spread: the fewest seeds an interval needs
+    assert seeds_for_half_width(math.nan, 1.0) is None and seeds_for_half_width(None, 1.0) is None  # one seed
+    assert seeds_for_half_width(100.0, 1.0, limit=50) is None

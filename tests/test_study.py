@@ -15,6 +15,7 @@ from mtl3dcli.commands import study as study_module
 from mtl3dcli.commands.study import StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid
 from mtl3dcli.environment import describe, summarize
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.stats import seeds_for_half_width
 
 
 def test_variants_and_their_controls():
@@ -74,6 +75,9 @@ def test_a_tiny_study_writes_every_output(tiny_study):
     for plot in ("metrics.png", "curves.png"):
         assert (out / "plots" / plot).stat().st_size > 1000
     assert "| reg |" in (out / "summary.md").read_text()
+    # the seeds a +/- 1 point Delta_m interval would need at each variant's paired spread, in JSON and markdown
+    assert reg["seeds_needed"]["delta_m"] == seeds_for_half_width(reg["paired"]["delta_m"]["sd"], 1.0)
+    assert f"reg {reg['seeds_needed']['delta_m'] or '-'}" in (out / "summary.md").read_text()
     # every run trained here, in this process's environment
     assert summary["environments"] == [{"environment": describe(torch.device("cpu")), "runs": 10}]
     assert f"Trained on {summarize(describe(torch.device('cpu')))} (10 runs)." in (out / "summary.md").read_text()

@@ -6,8 +6,9 @@
     <out>/runs/<variant>/seed<k>  ordinary run folders (weights/, metrics.jsonl, results.csv, eval.<data>.json)
     <out>/results.csv             one row per run: variant, seed, every scalar metric, Delta_m vs its control
     <out>/summary.json, .md       per variant and metric: mean, sd and 95% t-interval over seeds; paired differences
-                                  to the control (same seeds) in every primary metric and in Delta_m; the
-                                  environments the runs trained in (a bit-identical rerun needs the same one)
+                                  to the control (same seeds) in every primary metric and in Delta_m; the seeds
+                                  a +/- 1 point Delta_m interval would need at that spread; the environments
+                                  the runs trained in (a bit-identical rerun needs the same one)
     <out>/plots/metrics.png       means with their intervals per variant; plots/curves.png: every run's validation
 
 Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"):
@@ -42,10 +43,11 @@ from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import paired, relative_change, t_interval
+from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, t_interval
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
+RESOLUTION = 1.0  # the Delta_m half-width (percentage points) that `seeds_needed` plans for
 CONSISTENCY = "consistency"  # the multi-view agreement group of the evaluation report
 DATA_MODIFIERS = ("low-data",)
 
@@ -279,7 +281,9 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
         control = rows[(controls[name], seed)]
         metrics.update({delta_m_key(d): delta_m_vs(metrics, control, keys, d) for d in datasets})
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
-                               "paired": "differences to the control at the same seed", "variants": {}}
+                               "paired": "differences to the control at the same seed",
+                               "seeds_needed": f"seeds for a paired Delta_m interval of +/- {RESOLUTION:g} point at "
+                                               "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
     for variant in grid:
         values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, *deltas]}
         control = variant.control
@@ -289,6 +293,7 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
                                          {s: rows[(control, s)][k] for s in range(spec.seeds)}).to_json()
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
+            entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], RESOLUTION) for k in deltas}
         summary["variants"][variant.name] = entry
     summary["environments"] = _environments(out, grid, spec.seeds)
     summary = _json_safe(summary)
@@ -364,7 +369,21 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
             resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
             cells.append(_cell(interval) + (" *" if resolved else ""))
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _seeds_needed_lines(summary, deltas)) + "\n"
+
+
+def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
+    """One line per Delta_m: how many seeds each variant's paired interval would need to be +/- RESOLUTION wide."""
+    lines = []
+    for key in deltas:
+        needed = [f"{name} {entry['seeds_needed'][key] or '-'}"
+                  for name, entry in summary["variants"].items() if "seeds_needed" in entry]
+        if needed:
+            where = f" on {key.rpartition(':')[0]}" if ":" in key else ""
+            lines += ["", f"Seeds needed for a +/- {RESOLUTION:g} point paired Delta_m interval{where} at the spread "
+                          f"measured here (a planning figure: the sd of {summary['seeds']} seeds is itself uncertain): "
+                          + ", ".join(needed) + "."]
+    return lines
 
 
 def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list[str], grid: list[Variant],
