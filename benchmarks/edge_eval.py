@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from mtl3dcli.config import EvalConfig
 from mtl3dcli.derive import boundaries_from_segmentation
+from mtl3dcli.environment import describe
 from mtl3dcli.metrics import EdgeMeter, image_boundary_counts
 
 
@@ -104,7 +105,8 @@ def main() -> None:
               "kinds": {kind: throughput(kind, args, workers) for kind in args.kinds.split(",")}}
     if args.demo_images:
         result["demo_96x128"] = demo_variants(args.demo_images)
-    result.update(cpus=os.cpu_count(), load_average=round(os.getloadavg()[0], 2))
+    result.update(cpus=os.cpu_count(), load_average=round(os.getloadavg()[0], 2),
+                  environment=describe(torch.device("cpu")))
     print(json.dumps(result))
 
 

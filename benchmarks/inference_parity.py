@@ -60,6 +60,7 @@ def main() -> None:
     from bench_data import bench_meta
 
     from mtl3dcli.config import load_config
+    from mtl3dcli.environment import describe
     from mtl3dcli.models.build import resolve_tasks
 
     config = load_config(args.preset, ["model.pretrained=null", *args.set])
@@ -70,7 +71,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train_reg, infer_reg = inference_model(config, meta, True, Path(tmp))
         _, infer_base = inference_model(config, meta, False, Path(tmp))
-    report = {"preset": args.preset, "overrides": args.set, "device": args.device, "input": list(image.shape)}
+    report = {"preset": args.preset, "overrides": args.set, "device": args.device, "environment": describe(device),
+              "input": list(image.shape)}
     models = {"regularized": infer_reg, "baseline": infer_base}
     latency = latencies_ms({name: m.net.to(device).eval() for name, m in models.items()}, image, args.runs)
     for name, model in models.items():

@@ -100,7 +100,9 @@ def main() -> None:
     args = parser.parse_args()
     runs, built = stages(args)
     times = time_runs(runs, args.warmup, args.steps, args.device)
-    print(json.dumps({"preset": args.preset, "device": args.device, "threads": torch.get_num_threads(),
+    from mtl3dcli.environment import describe
+
+    print(json.dumps({"preset": args.preset, "device": args.device, "environment": describe(torch.device(args.device)),
                       "overrides": args.set, **built,
                       "ms_per_step_median": round(statistics.median(times["step"]), 1),
                       "ms_per_step_min": round(min(times["step"]), 1),

@@ -15,6 +15,7 @@ import time
 import torch
 from torch import nn
 
+from mtl3dcli.environment import describe
 from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
 from mtl3dcli.render.volume import render_field
@@ -100,9 +101,7 @@ def main() -> None:
         "batch": args.batch, "height": args.height, "width": args.width, "samples": args.samples,
         "channels": args.channels, "plane_size": args.plane_size, "aggregation": args.aggregation,
         "chunk": args.chunk, "camera": args.camera, "factored": not args.direct, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "environment": describe(device),
     }
     if device.type == "cuda":
         report["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

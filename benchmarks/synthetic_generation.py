@@ -1,7 +1,8 @@
 """Benchmark: synthetic dataset generation throughput (scene building + ray casting + labels + file writing).
 
 Prints one JSON line: {"views": N, "height": H, "width": W, "workers": P, "seconds": s, "views_per_s": r,
-"cpu_seconds": c, "runs": [...]}; with --repeats > 1, seconds and cpu_seconds are medians over the runs.
+"cpu_seconds": c, "runs": [...], "environment": {...}}; with --repeats > 1, seconds and cpu_seconds are medians
+over the runs.
 cpu_seconds (this process and its workers) is the figure to compare on a busy machine.
 """
 
@@ -16,7 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic, parse_fov_range
+from mtl3dcli.environment import describe
 
 
 def _generate(out: Path, options: SyntheticOptions, workers: int) -> tuple[float, float]:
@@ -57,7 +61,8 @@ def main() -> None:
     print(json.dumps({"views": views, "height": args.height, "width": args.width, "workers": args.workers,
                       "seconds": round(seconds, 3), "views_per_s": round(views / seconds, 1),
                       "cpu_seconds": round(cpu, 3),
-                      "runs": [{"seconds": round(s, 3), "cpu_seconds": round(c, 3)} for s, c in runs]}))
+                      "runs": [{"seconds": round(s, 3), "cpu_seconds": round(c, 3)} for s, c in runs],
+                      "environment": describe(torch.device("cpu"))}))
 
 
 if __name__ == "__main__":

@@ -105,8 +105,10 @@ def main() -> None:
     def overhead(key: str) -> float:
         return round(results["reg"][key] / results["noreg"][key] - 1.0, 4)
 
+    from mtl3dcli.environment import describe
+
     print(json.dumps({"preset": args.preset, "device": args.device, "threads": args.threads or torch.get_num_threads(),
-                      "repeats": args.repeats,
+                      "environment": describe(torch.device(args.device)), "repeats": args.repeats,
                       "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
                       "step_time_overhead": overhead("ms_per_step"),
                       "cpu_time_overhead": overhead("cpu_ms_per_step"), "peak_memory_growth": overhead("peak_mb"),
