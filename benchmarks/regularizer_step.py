@@ -98,10 +98,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     args = parser.parse_args()
-    runs, built = stages(args)
-    times = time_runs(runs, args.warmup, args.steps, args.device)
     from mtl3dcli.environment import describe
 
+    runs, built = stages(args)
+    times = time_runs(runs, args.warmup, args.steps, args.device)
     print(json.dumps({"preset": args.preset, "device": args.device, "environment": describe(torch.device(args.device)),
                       "overrides": args.set, **built,
                       "ms_per_step_median": round(statistics.median(times["step"]), 1),
