@@ -78,6 +78,40 @@ def seeds_for_half_width(sd: float, half_width: float, confidence: float = 0.95,
                 None)
 
 
+@dataclass(frozen=True)
+class SpreadSplit:
+    """The seed-to-seed spread of one quantity measured on two evaluation sets, split into the part both sets see
+    and the part each adds: with sets drawn independently from one distribution, `shared_sd` is the spread of the
+    trained weights themselves (training noise) and `own_sd` that of a set's sample of scenes (evaluation noise)."""
+
+    shared_sd: float  # sqrt(max(cov(a, b), 0))
+    own_sd: float  # sqrt(var(a - b) / 2)
+    correlation: float  # Pearson r of a and b over seeds
+    n: int
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"shared_sd": self.shared_sd, "own_sd": self.own_sd, "correlation": self.correlation, "n": self.n}
+
+
+def split_spread(a: Sequence[float], b: Sequence[float]) -> SpreadSplit:
+    """Split the spread of per-seed values `a` (one evaluation set) and `b` (another, same seeds in the same order).
+    var(a) = shared + own_a and cov(a, b) = shared, so the mean variance (var(a) + var(b)) / 2 is cov(a, b) +
+    var(a - b) / 2. Example: a = [1, 2, 3], b = [1, 3, 2] -> cov 0.5, var(a - b) = 1: shared and own sd both
+    sqrt(0.5), r = 0.5. A negative sample covariance (sampling noise with few seeds) reads as no shared spread."""
+    n = len(a)
+    if n != len(b) or n < 3:
+        raise Mtl3dError(f"splitting a spread needs the same 3 or more seeds on both sets, got {len(a)} and {len(b)}")
+    mean_a, mean_b = sum(a) / n, sum(b) / n
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b)) / (n - 1)
+    var_a = sum((x - mean_a) ** 2 for x in a) / (n - 1)
+    var_b = sum((y - mean_b) ** 2 for y in b) / (n - 1)
+    diffs = [x - y for x, y in zip(a, b)]
+    mean_d = sum(diffs) / n
+    var_d = sum((d - mean_d) ** 2 for d in diffs) / (n - 1)
+    correlation = cov / math.sqrt(var_a * var_b) if var_a > 0 and var_b > 0 else math.nan
+    return SpreadSplit(math.sqrt(max(cov, 0.0)), math.sqrt(var_d / 2), correlation, n)
+
+
 def relative_change(value: float, reference: float, higher_is_better: bool) -> float:
     """Improvement of `value` over `reference` in percent, positive when better (the Delta_m convention)."""
     sign = 1.0 if higher_is_better else -1.0

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, t_interval, t_quantile
+from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, split_spread, t_interval, t_quantile
 
 
 def test_t_quantiles_from_the_table():
@@ -54,3 +54,21 @@ def test_seeds_for_a_half_width_by_hand():
     assert seeds_for_half_width(0.0, 1.0) == 2  # no spread: the fewest seeds an interval needs
     assert seeds_for_half_width(math.nan, 1.0) is None and seeds_for_half_width(None, 1.0) is None  # one seed
     assert seeds_for_half_width(100.0, 1.0, limit=50) is None
+
+
+def test_splitting_a_spread_between_two_evaluation_sets_by_hand():
+    # a = [1, 2, 3], b = [1, 3, 2]: var a = var b = 1, cov = ((-1)(-1) + 0 * 1 + 1 * 0) / 2 = 0.5,
+    # a - b = [0, -1, 1]: var 1 -> own variance 0.5; shared + own = 1 = the mean variance
+    split = split_spread([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])
+    assert split.shared_sd == pytest.approx(math.sqrt(0.5)) and split.own_sd == pytest.approx(math.sqrt(0.5))
+    assert split.correlation == pytest.approx(0.5) and split.n == 3
+    # the same values on both sets: all spread is shared; a constant offset between the sets changes nothing
+    same = split_spread([1.0, 2.0, 4.0], [3.0, 4.0, 6.0])
+    assert same.shared_sd == pytest.approx(t_interval([1.0, 2.0, 4.0]).sd) and same.own_sd == 0.0
+    assert same.correlation == pytest.approx(1.0)
+    # opposite values: cov -1 reads as no shared spread; a - b = [-2, 0, 2], var 4 -> own variance 2
+    opposite = split_spread([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
+    assert opposite.shared_sd == 0.0 and opposite.own_sd == pytest.approx(math.sqrt(2.0))
+    assert opposite.correlation == pytest.approx(-1.0)
+    with pytest.raises(Mtl3dError, match="3 or more seeds"):
+        split_spread([1.0, 2.0], [1.0, 2.0])

@@ -12,10 +12,11 @@ from conftest import TINY_OVERRIDES
 from rich.console import Console
 
 from mtl3dcli.commands import study as study_module
-from mtl3dcli.commands.study import StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid
+from mtl3dcli.commands.study import (StudySpec, delta_m_vs, evaluation_path, parse_variant, run_dir, run_study,
+                                    study_grid, write_summary)
 from mtl3dcli.environment import describe, summarize
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import seeds_for_half_width
+from mtl3dcli.stats import seeds_for_half_width, split_spread
 
 
 def test_variants_and_their_controls():
@@ -81,6 +82,30 @@ def test_a_tiny_study_writes_every_output(tiny_study):
     # every run trained here, in this process's environment
     assert summary["environments"] == [{"environment": describe(torch.device("cpu")), "runs": 10}]
     assert f"Trained on {summarize(describe(torch.device('cpu')))} (10 runs)." in (out / "summary.md").read_text()
+
+
+def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
+    """Per-seed paired Delta_m of 1, 2, 3 % on the study's data and 1, 3, 2 % on a second set (mIoU only, control
+    at 50 everywhere) -> the split of stats.split_spread, in summary.json and summary.md."""
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg"], data=str(tmp_path / "d1"),
+                     eval_data=[str(tmp_path / "d2")])
+    grid = study_grid(spec.variants)
+    for seed, (on_d1, on_d2) in enumerate([(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)]):
+        for variant in grid:
+            for data, delta in ((spec.data, on_d1), (spec.eval_data[0], on_d2)):
+                miou = 50.0 * (1 + delta / 100) if variant.name == "reg" else 50.0
+                report = evaluation_path(run_dir(tmp_path / "s", variant, seed), data)
+                report.parent.mkdir(parents=True, exist_ok=True)
+                report.write_text(json.dumps({"step": 800, "results": {"semseg": {"mIoU": miou}}}))
+    summary = write_summary(spec, grid, tmp_path / "s")
+    split = summary["variants"]["reg"]["spread_split"]["d2:delta_m"]
+    expected = split_spread([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])
+    assert split["shared_sd"] == pytest.approx(expected.shared_sd) and split["own_sd"] == pytest.approx(expected.own_sd)
+    assert split["correlation"] == pytest.approx(0.5)
+    assert split["seeds_needed"] == seeds_for_half_width(expected.shared_sd, 1.0)
+    assert "on d2, as the sd both sets share" in (tmp_path / "s" / "summary.md").read_text()
+    assert "reg 0.71 and 0.71 (r = 0.50; " in (tmp_path / "s" / "summary.md").read_text()
+    assert "spread_split" not in summary["variants"]["noreg"]
 
 
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):

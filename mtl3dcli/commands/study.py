@@ -7,8 +7,10 @@
     <out>/results.csv             one row per run: variant, seed, every scalar metric, Delta_m vs its control
     <out>/summary.json, .md       per variant and metric: mean, sd and 95% t-interval over seeds; paired differences
                                   to the control (same seeds) in every primary metric and in Delta_m; the seeds
-                                  a +/- 1 point Delta_m interval would need at that spread; the environments
-                                  the runs trained in (a bit-identical rerun needs the same one)
+                                  a +/- 1 point Delta_m interval would need at that spread; with --eval-data,
+                                  that spread split into what the study's data and each other set share (the
+                                  trained weights' own) and what each set adds (its sample of scenes); the
+                                  environments the runs trained in (a bit-identical rerun needs the same one)
     <out>/plots/metrics.png       means with their intervals per variant; plots/curves.png: every run's validation
 
 Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"):
@@ -43,7 +45,7 @@ from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, t_interval
+from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, split_spread, t_interval
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
@@ -283,7 +285,11 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed",
                                "seeds_needed": f"seeds for a paired Delta_m interval of +/- {RESOLUTION:g} point at "
-                                               "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
+                                               "the sd measured here (stats.seeds_for_half_width)",
+                               "spread_split": "the seed spread of the paired Delta_m on the study's data and on an "
+                                               "eval_data set, split into the part both share and the part each "
+                                               "adds (stats.split_spread); seeds_needed at the shared sd alone",
+                               "variants": {}}
     for variant in grid:
         values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, *deltas]}
         control = variant.control
@@ -294,6 +300,8 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
             entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], RESOLUTION) for k in deltas}
+            if spec.seeds >= 3:
+                entry["spread_split"] = {k: _spread_split(values[deltas[0]], values[k]) for k in deltas[1:]}
         summary["variants"][variant.name] = entry
     summary["environments"] = _environments(out, grid, spec.seeds)
     summary = _json_safe(summary)
@@ -302,6 +310,11 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
     fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas))
     plot_study(out, summary, keys, deltas, grid, spec)
     return summary
+
+
+def _spread_split(own: list[float], other: list[float]) -> dict[str, Any]:
+    split = split_spread(own, other)
+    return {**split.to_json(), "seeds_needed": seeds_for_half_width(split.shared_sd, RESOLUTION)}
 
 
 def _environments(out: Path, grid: list[Variant], seeds: int) -> list[dict[str, Any]]:
@@ -369,7 +382,7 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
             resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
             cells.append(_cell(interval) + (" *" if resolved else ""))
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + _seeds_needed_lines(summary, deltas)) + "\n"
+    return "\n".join(lines + _seeds_needed_lines(summary, deltas) + _spread_lines(summary, deltas)) + "\n"
 
 
 def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
@@ -383,6 +396,27 @@ def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]
             lines += ["", f"Seeds needed for a +/- {RESOLUTION:g} point paired Delta_m interval{where} at the spread "
                           f"measured here (a planning figure: the sd of {summary['seeds']} seeds is itself uncertain): "
                           + ", ".join(needed) + "."]
+    return lines
+
+
+def _spread_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
+    """One line per eval_data set: each variant's paired Delta_m spread split between the study's data and it."""
+    lines = []
+    for key in deltas[1:]:
+        parts = []
+        for name, entry in summary["variants"].items():
+            if key in entry.get("spread_split", {}):
+                s = entry["spread_split"][key]
+                r = "-" if s["correlation"] is None else f"{s['correlation']:.2f}"
+                parts.append(f"{name} {s['shared_sd']:.2g} and {s['own_sd']:.2g} (r = {r}; "
+                             f"{s['seeds_needed'] or '-'} seeds)")
+        if parts:
+            dataset = key.rpartition(":")[0]
+            lines += ["", f"Spread of the paired Delta_m over seeds on the study's data and on {dataset}, as the sd "
+                          "both sets share (the trained weights' own, when the sets are independent draws of one "
+                          "distribution) and the sd each set adds (its sample of scenes), with the seeds a "
+                          f"+/- {RESOLUTION:g} point interval would need at the shared sd alone: "
+                          + ", ".join(parts) + "."]
     return lines
 
 
@@ -425,7 +459,8 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list
     for axis, key in zip(axes[0], own):
         axis.set_title(f"validation {key}", fontsize=8)
         axis.set_xlabel("step", fontsize=7)
-    axes[0][0].legend(fontsize=6)
+    if axes[0][0].get_legend_handles_labels()[0]:  # runs without validation curves (scored reports only) have none
+        axes[0][0].legend(fontsize=6)
     figure.tight_layout()
     _save(figure, out / "plots" / "curves.png")
 
