@@ -106,6 +106,10 @@ def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
     assert "on d2, as the sd both sets share" in (tmp_path / "s" / "summary.md").read_text()
     assert "reg 0.71 and 0.71 (r = 0.50; " in (tmp_path / "s" / "summary.md").read_text()
     assert "spread_split" not in summary["variants"]["noreg"]
+    # an undefined split (a metric missing on one set: NaN, written as null) prints as "-"
+    undefined = {"variants": {"reg": {"spread_split": {"d2:delta_m": dict.fromkeys(
+        ("shared_sd", "own_sd", "correlation", "seeds_needed"))}}}}
+    assert "reg - and - (r = -; - seeds)" in study_module._spread_lines(undefined, ["delta_m", "d2:delta_m"])[1]
 
 
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):

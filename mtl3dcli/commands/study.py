@@ -399,6 +399,10 @@ def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]
     return lines
 
 
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else f"{value:{spec}}"  # None: undefined (NaN in the JSON summary)
+
+
 def _spread_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
     """One line per eval_data set: each variant's paired Delta_m spread split between the study's data and it."""
     lines = []
@@ -407,9 +411,8 @@ def _spread_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
         for name, entry in summary["variants"].items():
             if key in entry.get("spread_split", {}):
                 s = entry["spread_split"][key]
-                r = "-" if s["correlation"] is None else f"{s['correlation']:.2f}"
-                parts.append(f"{name} {s['shared_sd']:.2g} and {s['own_sd']:.2g} (r = {r}; "
-                             f"{s['seeds_needed'] or '-'} seeds)")
+                parts.append(f"{name} {_number(s['shared_sd'], '.2g')} and {_number(s['own_sd'], '.2g')} "
+                             f"(r = {_number(s['correlation'], '.2f')}; {s['seeds_needed'] or '-'} seeds)")
         if parts:
             dataset = key.rpartition(":")[0]
             lines += ["", f"Spread of the paired Delta_m over seeds on the study's data and on {dataset}, as the sd "
