@@ -101,13 +101,8 @@ def split_spread(a: Sequence[float], b: Sequence[float]) -> SpreadSplit:
     n = len(a)
     if n != len(b) or n < 3:
         raise Mtl3dError(f"splitting a spread needs the same 3 or more seeds on both sets, got {len(a)} and {len(b)}")
-    mean_a, mean_b = sum(a) / n, sum(b) / n
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b)) / (n - 1)
-    var_a = sum((x - mean_a) ** 2 for x in a) / (n - 1)
-    var_b = sum((y - mean_b) ** 2 for y in b) / (n - 1)
-    diffs = [x - y for x, y in zip(a, b)]
-    mean_d = sum(diffs) / n
-    var_d = sum((d - mean_d) ** 2 for d in diffs) / (n - 1)
+    var_a, var_b, var_d = (t_interval(values).sd ** 2 for values in (a, b, [x - y for x, y in zip(a, b)]))
+    cov = (var_a + var_b - var_d) / 2  # var(a - b) = var(a) + var(b) - 2 cov(a, b)
     correlation = cov / math.sqrt(var_a * var_b) if var_a > 0 and var_b > 0 else math.nan
     return SpreadSplit(math.sqrt(max(cov, 0.0)), math.sqrt(var_d / 2), correlation, n)
 

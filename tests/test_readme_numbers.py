@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mtl3dcli.commands.study import _cell
+from mtl3dcli.commands.study import _cell, paired_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 # README column suffixes naming a study's eval_data set: the camera-shift table's fields of view, the eight-seed
@@ -39,8 +39,7 @@ def _key(header: str) -> str:
 
 def _expected(interval: dict, key: str, paired: bool) -> str:
     if paired:
-        resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
-        return _cell(interval) + (" *" if resolved else "")
+        return paired_cell(interval)
     return _cell(interval) if key.endswith("delta_m") else _cell(interval, 4)
 
 

@@ -285,11 +285,12 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed",
                                "seeds_needed": f"seeds for a paired Delta_m interval of +/- {RESOLUTION:g} point at "
-                                               "the sd measured here (stats.seeds_for_half_width)",
-                               "spread_split": "the seed spread of the paired Delta_m on the study's data and on an "
-                                               "eval_data set, split into the part both share and the part each "
-                                               "adds (stats.split_spread); seeds_needed at the shared sd alone",
-                               "variants": {}}
+                                               "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
+    split = spec.seeds >= 3 and len(deltas) > 1  # stats.split_spread needs 3 seeds and a second evaluation set
+    if split:
+        summary["spread_split"] = ("the seed spread of the paired Delta_m on the study's data and on an eval_data "
+                                   "set, split into the part both share and the part each adds "
+                                   "(stats.split_spread); seeds_needed at the shared sd alone")
     for variant in grid:
         values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, *deltas]}
         control = variant.control
@@ -300,7 +301,7 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, 
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
             entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], RESOLUTION) for k in deltas}
-            if spec.seeds >= 3:
+            if split:
                 entry["spread_split"] = {k: _spread_split(values[deltas[0]], values[k]) for k in deltas[1:]}
         summary["variants"][variant.name] = entry
     summary["environments"] = _environments(out, grid, spec.seeds)
@@ -351,6 +352,12 @@ def _cell(interval: dict[str, float], digits: int = 3) -> str:
     return f"{interval['mean']:.{digits}g} [{interval['low']:.{digits}g}, {interval['high']:.{digits}g}]"
 
 
+def paired_cell(interval: dict[str, float]) -> str:
+    """A paired difference as summary.md shows it: mean [low, high], and " *" where the interval excludes 0."""
+    resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
+    return _cell(interval) + (" *" if resolved else "")
+
+
 def _delta_title(key: str) -> str:
     dataset = key.rpartition(":")[0]
     return "Delta_m vs control (%)" + (f" on {dataset}" if dataset else "")
@@ -376,11 +383,7 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
     for name, entry in summary["variants"].items():
         if "paired" not in entry:
             continue
-        cells = []
-        for key in [*keys, *deltas]:
-            interval = entry["paired"][key]
-            resolved = interval["low"] is not None and (interval["low"] > 0 or interval["high"] < 0)
-            cells.append(_cell(interval) + (" *" if resolved else ""))
+        cells = [paired_cell(entry["paired"][key]) for key in [*keys, *deltas]]
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + _seeds_needed_lines(summary, deltas) + _spread_lines(summary, deltas)) + "\n"
 
