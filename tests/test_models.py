@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 from safetensors.torch import save_file
 
@@ -14,6 +15,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model
 from mtl3dcli.models.hosts.baseline import BaselineHost
+from mtl3dcli.models.layers import resize_bilinear
 from mtl3dcli.models.regularizer import Renders
 
 META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
@@ -101,6 +103,26 @@ def test_baseline_host_outputs_at_input_resolution(head):
     assert set(out.outputs) == set(channels) and out.aux == {}
     for name, c in channels.items():
         assert tuple(out.outputs[name].shape) == (2, c, 40, 56)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 6, 7, 9), (56, 72)),      # 8x, the rendered maps to the input
+                                         ((3, 5, 13, 17), (100, 131)),  # not an integer factor
+                                         ((2, 4, 24, 32), (12, 16))])   # downsampling (tri-plane resizing)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_resize_bilinear_equals_interpolate_bit_for_bit_with_gradients(shape, size, dtype):
+    # The training step's bilinear resizing takes its gradient from the channels-last kernel; the committed studies'
+    # numbers rely on it adding the same terms in the same order as F.interpolate's own backward.
+    x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+    grad = torch.randn(*shape[:2], *size, dtype=dtype)
+    reference = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    resized = resize_bilinear(x, size)
+    assert resized.grad_fn is not None and type(resized.grad_fn) is not type(reference.grad_fn)
+    assert torch.equal(resized, reference)
+    (expected,) = torch.autograd.grad(reference, x, grad)
+    (got,) = torch.autograd.grad(resized, x, grad)
+    assert torch.equal(got, expected) and got.is_contiguous()
+    with torch.no_grad():  # inference takes F.interpolate itself
+        assert torch.equal(resize_bilinear(x, size), reference)
 
 
 def _regularizer(tmp_path, *extra):

@@ -13,11 +13,11 @@ is dropped from the inference model the same way (it sits in the regularizer's s
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.layers import resize_bilinear
 from mtl3dcli.models.regularizer import Renders, TriplaneProjector
 from mtl3dcli.tasks import Task
 
@@ -70,8 +70,7 @@ class Control2D(nn.Module):
         """The projected planes (B, 3, C, Hp, Wp), stacked as 3C channels and resized to `size` (default the render
         size), decoded per task. depth: the depth task's map where there is one (else zeros); opacity: ones."""
         b, _, c, hp, wp = planes.shape
-        stacked = F.interpolate(planes.reshape(b, 3 * c, hp, wp), size=size or self.config.render_size,
-                                mode="bilinear", align_corners=False)
+        stacked = resize_bilinear(planes.reshape(b, 3 * c, hp, wp), size or self.config.render_size)
         feature = self.trunk(stacked)
         tasks = {name: head(feature) for name, head in self.heads.items()}
         depth_names = tuple(t.name for t in self.tasks if t.rendered_as_depth)

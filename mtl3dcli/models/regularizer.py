@@ -21,6 +21,7 @@ from torch import nn
 
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.models.layers import resize_bilinear
 from mtl3dcli.render.cameras import Camera, NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.triplane import (aggregate_reads, triplane_feature_dim, triplane_features,
                                       triplane_grid_factors)
@@ -124,7 +125,7 @@ class TriplaneProjector(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         planes = self.conv(features)
         if self.plane_size is not None and tuple(planes.shape[-2:]) != tuple(self.plane_size):
-            planes = F.interpolate(planes, size=self.plane_size, mode="bilinear", align_corners=False)
+            planes = resize_bilinear(planes, self.plane_size)
         b, _, h, w = planes.shape
         return planes.view(b, 3, self.plane_channels, h, w)
 

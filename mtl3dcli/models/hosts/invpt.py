@@ -58,7 +58,7 @@ from torch import nn
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import create_timm
 from mtl3dcli.models.hosts import Host, HostOutput, HostSpec
-from mtl3dcli.models.layers import ImageNormalize, conv_bn_relu, upsample_maps
+from mtl3dcli.models.layers import ImageNormalize, conv_bn_relu, resize_bilinear, upsample_maps
 
 # vit option -> (timm model, blocks whose un-normed output is a skip (0-based, fine to coarse), default width)
 VITS: dict[str, tuple[str, tuple[int, int, int], int]] = {
@@ -85,7 +85,7 @@ def _resize_tasks(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     b, t, c, h, w = maps.shape
     if (h, w) == tuple(size):
         return maps
-    out = F.interpolate(maps.reshape(b * t, c, h, w), size=size, mode="bilinear", align_corners=False)
+    out = resize_bilinear(maps.reshape(b * t, c, h, w), size)
     return out.view(b, t, c, *size)
 
 
@@ -295,7 +295,7 @@ class InvPTHost(Host):
     def forward(self, image: torch.Tensor) -> HostOutput:
         skips, final = self.encoder(self.normalize(image))
         h16, w16 = final.shape[-2:]
-        x = F.interpolate(final, size=((h16 + 1) // 2, (w16 + 1) // 2), mode="bilinear", align_corners=False)
+        x = resize_bilinear(final, ((h16 + 1) // 2, (w16 + 1) // 2))
 
         inter, tokens = {}, []
         for t in self.tasks:
@@ -315,7 +315,7 @@ class InvPTHost(Host):
         for x_i, norm, reduce in zip(per_stage, self.stage_norms, self.stage_reduce):
             h, w = x_i.shape[-2:]
             y = norm(x_i.permute(0, 3, 4, 1, 2).reshape(b, h, w, -1)).permute(0, 3, 1, 2)  # (B, T*C_i, h, w)
-            total = total + F.interpolate(reduce(y), size=size, mode="bilinear", align_corners=False)
+            total = total + resize_bilinear(reduce(y), size)
         per_task = total.chunk(n, dim=1)
         outputs = {t: self.heads[t](self.fuse[t](per_task[i])) for i, t in enumerate(self.tasks)}
         return HostOutput(upsample_maps(outputs, tuple(image.shape[-2:])), final, {"inter": inter})
