@@ -1,0 +1,82 @@
+"""Fingerprints of the training numerics: a few steps of several regularizer settings through the real
+`mtl3d train` path (data pipeline, Trainer, objective, optimizer) on a small generated synthetic set, and the
+SHA-256 of each run's final model weights and of its logged training losses.
+
+    python benchmarks/numerics_fingerprint.py [--steps 12] [--data DIR]
+
+Run it before and after a change that should change no number (a refactor, an exact speed rewrite) on the same
+machine: equal fingerprints mean every committed study still holds at the new commit; a different one means the
+change alters training numerics (even in the last bit, which 800 steps grow into seed-sized differences) and every
+study in README must be rerun. The digests depend on the CPU's kernels, so compare them only within one machine
+(`environment` says which). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mtl3dcli.environment import describe
+
+# name -> (preset, overrides): the regularizer's code paths that the committed studies train
+SETTINGS = {
+    "demo": ("demo", []),
+    "demo-point": ("demo", ["regularizer.decode=point"]),
+    "demo-noreg": ("demo-noreg", []),
+    "demo-2d-control": ("demo", ["regularizer.kind=2d-control"]),
+    "demo-crossview": ("demo-crossview", []),
+    "demo-crossview-point": ("demo-crossview", ["regularizer.decode=point"]),
+}
+
+
+def mtl3d(*args: str) -> None:
+    """Run an `mtl3d` command in a fresh process; its own error line on failure."""
+    done = subprocess.run([sys.executable, "-m", "mtl3dcli", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"mtl3d {args[0]} failed: {done.stderr.strip().splitlines()[-1]}")
+
+
+def fingerprint(run: Path) -> dict[str, str]:
+    """SHA-256 of the model weights in weights/last.state.pt (names and bytes, sorted) and of the logged losses."""
+    model = torch.load(run / "weights" / "last.state.pt", map_location="cpu", weights_only=True)["model"]
+    weights = hashlib.sha256()
+    for name in sorted(model):
+        weights.update(name.encode())
+        weights.update(model[name].contiguous().numpy().tobytes())
+    losses = [{k: v for k, v in json.loads(line).items() if k != "sec_per_step"}
+              for line in (run / "metrics.jsonl").read_text().splitlines() if '"split"' not in line]
+    return {"weights_sha256": weights.hexdigest(),
+            "losses_sha256": hashlib.sha256(json.dumps(losses, sort_keys=True).encode()).hexdigest()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the small synthetic set: generated here if missing, reused if present (default: temp)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = args.data or root / "data"
+        if not (data / "meta.json").is_file():
+            mtl3d("download", "synthetic", "--train-scenes", "8", "--val-scenes", "2", "--out", str(data))
+        digests = {}
+        for name, (preset, overrides) in SETTINGS.items():
+            run = root / "runs" / name
+            sets = [arg for o in [f"train.save_every={args.steps}", "train.log_every=1", *overrides]
+                    for arg in ("--set", o)]
+            mtl3d("train", "--preset", preset, "--data", str(data), "--steps", str(args.steps), "--out", str(run),
+                  *sets)
+            digests[name] = fingerprint(run)
+    print(json.dumps({"steps": args.steps, "environment": describe(torch.device("cpu")), "fingerprints": digests}))
+
+
+if __name__ == "__main__":
+    main()
