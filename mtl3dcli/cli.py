@@ -284,12 +284,17 @@ def study(
                                                            "section.key=value (repeatable).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per run (default from the preset).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Study folder (default studies/<preset>).")] = None,
+    jobs: Annotated[int, typer.Option(help="Runs at once, each in its own process with an equal share of the CPU "
+                                           "threads (and its own GPU where there are several). A run's numbers "
+                                           "depend on its thread count.")] = 1,
 ) -> None:
     """Train and evaluate a grid of variants x seeds and summarize it: per variant the mean and 95% interval of every
     primary metric, and the paired difference to the control (same seeds) with its interval. Rerunning finishes an
     interrupted study and redoes no finished run."""
     from mtl3dcli.commands.study import StudySpec, load_spec, run_study
 
+    if jobs < 1:
+        raise Mtl3dError(f"--jobs must be at least 1, got {jobs}")
     if spec_file is not None:
         spec = load_spec(spec_file)
     else:
@@ -299,7 +304,7 @@ def study(
                          data=str(data) if data else None, eval_data=[str(p) for p in eval_data or []],
                          overrides=list(overrides or []), steps=steps)
     target = out or Path("studies") / Path(spec.preset).stem
-    summary = run_study(spec, target, console)
+    summary = run_study(spec, target, console, jobs)
     out_console.print((target / "summary.md").read_text(encoding="utf-8"))
     out_console.print(f"study: {len(summary['variants'])} variants x {spec.seeds} seeds in {target}")
 

@@ -15,3 +15,8 @@ class Mtl3dError(Exception):
         if message.startswith(_WORKER_PREFIX) and "Mtl3dError: " in message:
             message = message.rstrip().rsplit("Mtl3dError: ", 1)[1]
         super().__init__(message)
+
+
+class Interrupted(Mtl3dError):
+    """A run stopped by Ctrl-C or SIGTERM after saving its checkpoint (callers that drive several runs, such as
+    `mtl3d study`, say how to continue their own work)."""

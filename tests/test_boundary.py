@@ -4,6 +4,10 @@ against pyEdgeEval's port of BSDS's correspondPixels, thinning and NMS."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,7 +18,7 @@ from scipy.sparse.csgraph import maximum_flow
 from mtl3dcli.derive import boundaries_from_segmentation
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import HED_THRESHOLDS, EdgeMeter, boundary_counts, precision_recall_f
-from mtl3dcli.metrics.boundary import edge_nms
+from mtl3dcli.metrics.boundary import _worker_context, edge_nms
 from mtl3dcli.metrics.edge_matching import IncrementalMatching
 from mtl3dcli.metrics.thinning import thin
 
@@ -290,3 +294,13 @@ def test_edge_worker_processes_give_identical_counts():
     assert parallel.compute() == serial.compute()
     assert all(torch.equal(v, parallel._stats[k]) for k, v in serial._stats.items())
     assert int(parallel._stats["images"]) == 6 and parallel._pool is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal mask from /proc")
+def test_edge_workers_leave_ctrl_c_to_the_parent():
+    # Ctrl-C used to reach the fork server and its workers too, each printing a traceback (one while importing):
+    # they now ignore SIGINT, and the parent (a training run saving its checkpoint, or evaluate) handles it.
+    with ProcessPoolExecutor(1, mp_context=_worker_context()) as pool:
+        worker = pool.submit(os.getpid).result()
+        status = dict(line.split(":", 1) for line in open(f"/proc/{worker}/status") if ":" in line)
+    assert int(status["SigIgn"], 16) & (1 << (signal.SIGINT - 1))

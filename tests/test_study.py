@@ -15,7 +15,7 @@ from mtl3dcli.commands import study as study_module
 from mtl3dcli.commands.study import (StudySpec, delta_m_vs, evaluation_path, parse_variant, run_dir, run_study,
                                     study_grid, write_summary)
 from mtl3dcli.environment import describe, summarize
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.stats import seeds_for_half_width, split_spread
 
 
@@ -148,3 +148,39 @@ def test_a_run_missing_one_report_is_scored_on_that_set_only(tiny_study, monkeyp
                         lambda *a, **k: (scored.append(k["data"].name), real(*a, **k)))
     assert run_study(spec, out, Console(quiet=True)) == summary
     assert scored == ["narrow"]
+
+
+def test_a_parallel_study_trains_the_runs_a_sequential_one_does(tmp_path, tiny_dataset, monkeypatch):
+    """--jobs 2 runs the grid in two spawned worker processes with half the CPU threads each: at equal threads per
+    run (one here) it writes the same results as the sequential study, and a rerun does no work."""
+    spec = StudySpec(preset="demo", seeds=2, variants=["reg"], data=str(tiny_dataset),
+                     overrides=[*TINY_OVERRIDES, "train.steps=2", "train.eval_every=2"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = run_study(spec, tmp_path / "sequential", Console(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(study_module.os, "cpu_count", lambda: 2)  # two jobs -> one thread per worker
+    parallel = run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2)
+    assert parallel["variants"] == sequential["variants"]
+    assert (tmp_path / "parallel" / "results.csv").read_text() == (tmp_path / "sequential" / "results.csv").read_text()
+    monkeypatch.setattr(study_module, "_worker_run", lambda *a: pytest.fail("a finished run was redone"))
+    assert run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2) == parallel
+
+
+def test_a_failed_run_of_a_parallel_study_stops_it_with_its_own_error(tmp_path, tiny_dataset):
+    spec = StudySpec(preset="demo", seeds=1, variants=["reg"], data=str(tmp_path / "missing"),
+                     overrides=[*TINY_OVERRIDES, "train.steps=2"])
+    with pytest.raises(Mtl3dError, match="missing"):
+        run_study(spec, tmp_path / "s", Console(quiet=True), jobs=2)
+
+
+def test_an_interrupted_study_says_to_rerun_it(tmp_path, tiny_dataset, monkeypatch):
+    def stopped(*args):
+        raise Interrupted("interrupted at step 3; checkpoint saved, continue with `mtl3d train --resume RUN`")
+
+    monkeypatch.setattr(study_module, "train_and_evaluate", stopped)
+    spec = StudySpec(preset="demo", seeds=1, variants=["reg"], data=str(tiny_dataset), overrides=TINY_OVERRIDES)
+    with pytest.raises(Mtl3dError, match=r"^study interrupted \(interrupted at step 3\); .*rerun the same command"):
+        run_study(spec, tmp_path / "s", Console(quiet=True))

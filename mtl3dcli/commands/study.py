@@ -25,6 +25,7 @@ Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"
 Each variant is compared with its control: `noreg` plus the variant's data modifiers (added to the grid if absent).
 
 Finished runs are kept, an interrupted run resumes from its checkpoint, so rerunning the command finishes the grid.
+`--jobs N` trains N runs at once in worker processes (`run_parallel`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import multiprocessing
+import os
+import signal
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.environment import summarize, training_environments
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, split_spread, t_interval
 from mtl3dcli.tasks import TASKS, get_task
 
@@ -170,13 +175,16 @@ def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> boo
     return all(_scored(evaluation_path(run, data), config.train.steps) for data in _datasets(spec, config))
 
 
-def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) -> None:
+def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, device: str | None = None) -> None:
     """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study
-    that has no report of them yet (a study that adds an evaluation set to finished runs scores only that set)."""
+    that has no report of them yet (a study that adds an evaluation set to finished runs scores only that set).
+    `device` overrides the preset's train.device (a parallel study's GPU per worker)."""
     from mtl3dcli.commands.evaluate import run_evaluation
     from mtl3dcli.engine.trainer import train
 
     config = spec.config(variant, seed)
+    if device is not None:
+        config.train.device = device
     run.mkdir(parents=True, exist_ok=True)
     with open(run / "train.log", "a", encoding="utf-8") as log:
         train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
@@ -184,30 +192,94 @@ def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path) 
         report = evaluation_path(run, data)
         if not _scored(report, config.train.steps):
             run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=report,
-                           console=Console(file=io.StringIO()))
+                           device=device or "auto", console=Console(file=io.StringIO()))
 
 
-def run_study(spec: StudySpec, out: Path, console: Console) -> dict[str, Any]:
-    """Run every missing (variant, seed) of the grid, then write results.csv, the summaries and the plots."""
+def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> dict[str, Any]:
+    """Run every missing (variant, seed) of the grid, `jobs` at a time (`run_parallel`), then write results.csv, the
+    summaries and the plots."""
     grid = study_grid(spec.variants)
     _claim(out, spec)
-    jobs = [(v, s) for s in range(spec.seeds) for v in grid]  # seed-major: early seeds give every variant a row
-    todo = [(v, s) for v, s in jobs if not run_finished(spec, v, s, run_dir(out, v, s))]
+    runs = [(v, s) for s in range(spec.seeds) for v in grid]  # seed-major: early seeds give every variant a row
+    todo = [(v, s) for v, s in runs if not run_finished(spec, v, s, run_dir(out, v, s))]
     columns = (TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta {task.fields[eta]}"), TextColumn("{task.description}"))
     durations: list[float] = []
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("", total=len(jobs), completed=len(jobs) - len(todo), eta="-")
-        for index, (variant, seed) in enumerate(todo):
+        task = progress.add_task("", total=len(runs), completed=len(runs) - len(todo), eta="-")
+        begun = [len(runs) - len(todo)]
+
+        def started(variant: Variant, seed: int) -> None:
+            begun[0] += 1
             progress.update(task, description=f"{variant.name} seed {seed}")
             if not console.is_terminal:
-                console.print(f"study: run {len(jobs) - len(todo) + index + 1}/{len(jobs)}: {variant.name} seed {seed}")
-            start = time.perf_counter()
-            train_and_evaluate(spec, variant, seed, run_dir(out, variant, seed))
-            durations.append(time.perf_counter() - start)
-            eta = sum(durations) / len(durations) * (len(todo) - index - 1)
+                console.print(f"study: run {begun[0]}/{len(runs)}: {variant.name} seed {seed}")
+
+        def finished(seconds: float) -> None:
+            durations.append(seconds)
+            eta = sum(durations) / len(durations) * (len(todo) - len(durations)) / min(jobs, len(todo))
             progress.update(task, advance=1, eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+        try:
+            if jobs > 1 and len(todo) > 1:
+                run_parallel(spec, out, todo, jobs, started, finished)
+            else:
+                for variant, seed in todo:
+                    started(variant, seed)
+                    start = time.perf_counter()
+                    train_and_evaluate(spec, variant, seed, run_dir(out, variant, seed))
+                    finished(time.perf_counter() - start)
+        except Interrupted as exc:
+            raise Mtl3dError(f"study interrupted ({exc.args[0].split(';')[0]}); finished runs and checkpoints are "
+                             f"kept: rerun the same command to finish the grid") from None
     return write_summary(spec, grid, out)
+
+
+def run_parallel(spec: StudySpec, out: Path, todo: list[tuple[Variant, int]], jobs: int, started, finished) -> None:
+    """Run `todo` in `jobs` worker processes (spawned, so no CUDA or OpenMP state is forked). Each worker gets an
+    equal share of the CPU threads and, where several GPUs are visible, its own GPU. A run's numbers depend on the
+    threads it trained with, so a parallel study reproduces a sequential one only at equal threads per run. A
+    failed run stops the study (the others finish their current run first); Ctrl-C reaches every worker, whose
+    runs save a checkpoint, and a rerun finishes the grid."""
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(slots, threads)) as pool:
+        futures = [pool.submit(_worker_run, spec, variant, seed, run_dir(out, variant, seed)) for variant, seed in todo]
+        for variant, seed in todo[:jobs]:  # the pool takes runs in order: the first `jobs` start now
+            started(variant, seed)
+        try:
+            for count, future in enumerate(as_completed(futures)):
+                finished(future.result())
+                if count + jobs < len(todo):
+                    started(*todo[count + jobs])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+_WORKER_DEVICE: str | None = None  # set once per worker process by _worker_init
+
+
+def _worker_init(slots, threads: int) -> None:
+    """A study worker: `threads` CPU threads; with several GPUs, the GPU of its slot. Ctrl-C is left to the runs
+    (a training run saves its checkpoint and stops), so an idle worker does not die with a traceback."""
+    import torch
+
+    global _WORKER_DEVICE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    slot, gpus = slots.get(), torch.cuda.device_count()
+    _WORKER_DEVICE = f"cuda:{slot % gpus}" if gpus > 1 else None
+
+
+def _worker_run(spec: StudySpec, variant: Variant, seed: int, run: Path) -> float:
+    """One run of a parallel study in a worker process; its wall seconds."""
+    start = time.perf_counter()
+    train_and_evaluate(spec, variant, seed, run, _WORKER_DEVICE)
+    return time.perf_counter() - start
 
 
 def _claim(out: Path, spec: StudySpec) -> None:

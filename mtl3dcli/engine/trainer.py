@@ -43,7 +43,7 @@ from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, 
 from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.objective import Objective
 from mtl3dcli.environment import record_start
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.fileio import write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
@@ -244,7 +244,7 @@ class Trainer:
                              f"{self.weights_dir} (lower train.lr or enable train.clip_grad)")
         if flags[1] > 0:
             self.save("last")
-            raise Mtl3dError(f"interrupted at step {self.step_count}; checkpoint saved, continue with "
+            raise Interrupted(f"interrupted at step {self.step_count}; checkpoint saved, continue with "
                              f"`mtl3d train --resume {self.run_dir}`")
 
     def validate(self, final: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, str]]:

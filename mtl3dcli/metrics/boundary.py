@@ -6,6 +6,8 @@ import contextlib
 import gc
 import math
 import multiprocessing
+import multiprocessing.forkserver
+import signal
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -152,9 +154,18 @@ def edge_nms(probability: np.ndarray) -> np.ndarray:
 
 def _worker_context() -> multiprocessing.context.BaseContext:
     """Processes forked from a clean server that has imported this module once (no fork of a CUDA/threaded parent,
-    no torch import per worker)."""
+    no torch import per worker). The server starts with Ctrl-C ignored, which it and every worker it forks inherit:
+    Ctrl-C stops the parent (a training run saves its checkpoint), not each worker with a traceback."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__, "pyEdgeEval.preprocess"])
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: the server starts with the process's own handling
+        return context
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return context
 
 
