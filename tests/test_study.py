@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
+import signal
 
 import pytest
 import torch
@@ -184,3 +186,18 @@ def test_an_interrupted_study_says_to_rerun_it(tmp_path, tiny_dataset, monkeypat
     spec = StudySpec(preset="demo", seeds=1, variants=["reg"], data=str(tiny_dataset), overrides=TINY_OVERRIDES)
     with pytest.raises(Mtl3dError, match=r"^study interrupted \(interrupted at step 3\); .*rerun the same command"):
         run_study(spec, tmp_path / "s", Console(quiet=True))
+
+
+def test_a_parallel_study_worker_takes_its_share_of_threads_and_its_own_gpu(monkeypatch):
+    queue = multiprocessing.get_context("spawn").Queue()
+    queue.put(3)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
+    try:
+        study_module._worker_init(queue, 1)
+        assert torch.get_num_threads() == 1 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert study_module._WORKER_DEVICE == "cuda:1"  # slot 3 of 2 GPUs
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGINT, handler)
+        study_module._WORKER_DEVICE = None
