@@ -2,7 +2,7 @@
 `mtl3d train` path (data pipeline, Trainer, objective, optimizer) on a small generated synthetic set, and the
 SHA-256 of each run's final model weights and of its logged training losses.
 
-    python benchmarks/numerics_fingerprint.py [--steps 12] [--data DIR]
+    python benchmarks/numerics_fingerprint.py [--steps 12] [--data DIR] [--settings demo,demo-point,...]
 
 Run it before and after a change that should change no number (a refactor, an exact speed rewrite) on the same
 machine: equal fingerprints mean every committed study still holds at the new commit; a different one means the
@@ -61,14 +61,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--data", type=Path, default=None,
                         help="the small synthetic set: generated here if missing, reused if present (default: temp)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma list of: " + ", ".join(SETTINGS))
     args = parser.parse_args()
+    names = [name for name in args.settings.split(",") if name]
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        sys.exit(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = args.data or root / "data"
         if not (data / "meta.json").is_file():
             mtl3d("download", "synthetic", "--train-scenes", "8", "--val-scenes", "2", "--out", str(data))
         digests = {}
-        for name, (preset, overrides) in SETTINGS.items():
+        for name in names:
+            preset, overrides = SETTINGS[name]
             run = root / "runs" / name
             sets = [arg for o in [f"train.save_every={args.steps}", "train.log_every=1", *overrides]
                     for arg in ("--set", o)]
