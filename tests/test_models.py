@@ -108,7 +108,7 @@ def test_baseline_host_outputs_at_input_resolution(head):
 @pytest.mark.parametrize("shape, size", [((2, 6, 7, 9), (56, 72)),      # 8x, the rendered maps to the input
                                          ((3, 5, 13, 17), (100, 131)),  # not an integer factor
                                          ((2, 4, 24, 32), (12, 16))])   # downsampling (tri-plane resizing)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_resize_bilinear_equals_interpolate_bit_for_bit_with_gradients(shape, size, dtype):
     # The training step's bilinear resizing takes its gradient from the channels-last kernel; the committed studies'
     # numbers rely on it adding the same terms in the same order as F.interpolate's own backward.
