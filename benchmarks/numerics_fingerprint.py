@@ -50,8 +50,8 @@ def fingerprint(run: Path) -> dict[str, str]:
     for name in sorted(model):
         weights.update(name.encode())
         weights.update(model[name].contiguous().numpy().tobytes())
-    losses = [{k: v for k, v in json.loads(line).items() if k != "sec_per_step"}
-              for line in (run / "metrics.jsonl").read_text().splitlines() if '"split"' not in line]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [{k: v for k, v in r.items() if k != "sec_per_step"} for r in records if "split" not in r]
     return {"weights_sha256": weights.hexdigest(),
             "losses_sha256": hashlib.sha256(json.dumps(losses, sort_keys=True).encode()).hexdigest()}
 

@@ -167,7 +167,7 @@ def test_a_parallel_study_trains_the_runs_a_sequential_one_does(tmp_path, tiny_d
     parallel = run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2)
     assert parallel["variants"] == sequential["variants"]
     assert (tmp_path / "parallel" / "results.csv").read_text() == (tmp_path / "sequential" / "results.csv").read_text()
-    monkeypatch.setattr(study_module, "_worker_run", lambda *a: pytest.fail("a finished run was redone"))
+    monkeypatch.setattr(study_module, "_timed_run", lambda *a: pytest.fail("a finished run was redone"))
     assert run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2) == parallel
 
 

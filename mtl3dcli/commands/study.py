@@ -207,13 +207,14 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
     durations: list[float] = []
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task("", total=len(runs), completed=len(runs) - len(todo), eta="-")
-        begun = [len(runs) - len(todo)]
+        begun = len(runs) - len(todo)
 
         def started(variant: Variant, seed: int) -> None:
-            begun[0] += 1
+            nonlocal begun
+            begun += 1
             progress.update(task, description=f"{variant.name} seed {seed}")
             if not console.is_terminal:
-                console.print(f"study: run {begun[0]}/{len(runs)}: {variant.name} seed {seed}")
+                console.print(f"study: run {begun}/{len(runs)}: {variant.name} seed {seed}")
 
         def finished(seconds: float) -> None:
             durations.append(seconds)
@@ -226,9 +227,7 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
             else:
                 for variant, seed in todo:
                     started(variant, seed)
-                    start = time.perf_counter()
-                    train_and_evaluate(spec, variant, seed, run_dir(out, variant, seed))
-                    finished(time.perf_counter() - start)
+                    finished(_timed_run(spec, variant, seed, run_dir(out, variant, seed)))
         except Interrupted as exc:
             raise Mtl3dError(f"study interrupted ({exc.args[0].split(';')[0]}); finished runs and checkpoints are "
                              f"kept: rerun the same command to finish the grid") from None
@@ -247,7 +246,7 @@ def run_parallel(spec: StudySpec, out: Path, todo: list[tuple[Variant, int]], jo
         slots.put(slot)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init, initargs=(slots, threads)) as pool:
-        futures = [pool.submit(_worker_run, spec, variant, seed, run_dir(out, variant, seed)) for variant, seed in todo]
+        futures = [pool.submit(_timed_run, spec, variant, seed, run_dir(out, variant, seed)) for variant, seed in todo]
         for variant, seed in todo[:jobs]:  # the pool takes runs in order: the first `jobs` start now
             started(variant, seed)
         try:
@@ -275,8 +274,8 @@ def _worker_init(slots, threads: int) -> None:
     _WORKER_DEVICE = f"cuda:{slot % gpus}" if gpus > 1 else None
 
 
-def _worker_run(spec: StudySpec, variant: Variant, seed: int, run: Path) -> float:
-    """One run of a parallel study in a worker process; its wall seconds."""
+def _timed_run(spec: StudySpec, variant: Variant, seed: int, run: Path) -> float:
+    """One run of the grid (on a parallel study's worker, with that worker's device); its wall seconds."""
     start = time.perf_counter()
     train_and_evaluate(spec, variant, seed, run, _WORKER_DEVICE)
     return time.perf_counter() - start
