@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mtl3dcli.cpu import tune_cpu_process
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import Meter
-from mtl3dcli.metrics.consistency import ConsistencyMeter
+from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY, ConsistencyMeter
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
 from mtl3dcli.models.hosts import HostOutput
 from mtl3dcli.models.layers import upsample_maps
@@ -146,7 +146,7 @@ class InferenceSession:
             subset = f"; on {len(slow_subset)} fixed images of the split" if meter.slow and slow_subset else ""
             out[name] = meter.protocol + subset
         if consistency:
-            out["consistency"] = self.consistency_meter().protocol
+            out[CONSISTENCY] = self.consistency_meter().protocol
         return out
 
     def consistency_meter(self) -> ConsistencyMeter:
@@ -195,5 +195,5 @@ class InferenceSession:
                 on_batch(len(image))
         results = {name: meter.compute() for name, meter in meters.items()}
         if views is not None:
-            results["consistency"] = views.compute()
+            results[CONSISTENCY] = views.compute()
         return results

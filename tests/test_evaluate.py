@@ -18,6 +18,7 @@ from mtl3dcli.commands.evaluate import run_evaluation
 from mtl3dcli.inference import select_tasks
 from mtl3dcli.metrics import delta_m
 from mtl3dcli.models.build import model_from_weights
+from mtl3dcli.reports import run_report_path
 from mtl3dcli.tasks import parse_tasks, primary_metrics
 
 PRIMARY = {"semseg": "mIoU", "depth": "rmse", "normals": "mean", "edge": "odsF"}
@@ -42,6 +43,13 @@ def test_every_task_has_its_primary_metric_and_the_json_is_written(report, tiny_
     on_disk = json.loads(Path(report["written"]).read_text())
     assert on_disk == {k: v for k, v in report.items() if k != "written"}
     assert "delta_m" not in report  # the demo preset names no references
+
+
+def test_training_ends_with_the_report_evaluate_writes(report, tiny_weights):
+    """The run's final validation is the full protocol with consistency, written as `mtl3d evaluate` writes it: a
+    study reads it instead of scoring the run a second time."""
+    written = json.loads(run_report_path(tiny_weights.parent.parent, report["dataset"]).read_text())
+    assert written == {k: v for k, v in report.items() if k != "written"}
 
 
 def test_metrics_match_a_direct_forward_pass(report, tiny_weights, tiny_dataset):

@@ -14,10 +14,11 @@ from conftest import TINY_OVERRIDES
 from rich.console import Console
 
 from mtl3dcli.commands import study as study_module
-from mtl3dcli.commands.study import (StudySpec, delta_m_vs, evaluation_path, parse_variant, run_dir, run_study,
-                                    study_grid, write_summary)
+from mtl3dcli.commands.study import (StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid,
+                                    write_summary)
 from mtl3dcli.environment import describe, summarize
 from mtl3dcli.errors import Interrupted, Mtl3dError
+from mtl3dcli.reports import run_report_path
 from mtl3dcli.stats import seeds_for_half_width, split_spread
 
 
@@ -96,7 +97,7 @@ def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
         for variant in grid:
             for data, delta in ((spec.data, on_d1), (spec.eval_data[0], on_d2)):
                 miou = 50.0 * (1 + delta / 100) if variant.name == "reg" else 50.0
-                report = evaluation_path(run_dir(tmp_path / "s", variant, seed), data)
+                report = run_report_path(run_dir(tmp_path / "s", variant, seed), data)
                 report.parent.mkdir(parents=True, exist_ok=True)
                 report.write_text(json.dumps({"step": 800, "results": {"semseg": {"mIoU": miou}}}))
     summary = write_summary(spec, grid, tmp_path / "s")

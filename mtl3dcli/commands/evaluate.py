@@ -15,10 +15,9 @@ from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.inference import InferenceSession
-from mtl3dcli.metrics import delta_m
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.progress import progress_bar
-from mtl3dcli.tasks import primary_metrics
+from mtl3dcli.reports import evaluation_report, scores_consistency
 from mtl3dcli.weights import load_weights
 
 
@@ -60,7 +59,7 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
         config.eval.edge_nms = edge_nms
     options = config.eval.metric_options()
     if consistency is None:
-        consistency = dataset.layout.has_cameras and any(t.consistency == "depth" for t in session.tasks)
+        consistency = scores_consistency(dataset.layout.has_cameras, session.tasks)
     with progress_bar(f"evaluating {split}", console or Console(stderr=True), unit="images") as advance:
         done = [0]
 
@@ -70,13 +69,10 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
 
         results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
                                    on_batch=on_batch)
-    report: dict[str, Any] = {
-        "weights": str(weights_path), "step": weights.step, "dataset": str(root), "split": split,
-        "samples": len(samples), "results": results, "protocols": session.protocols(options, consistency=consistency),
-    }
-    refs = _references(references) if references else config.eval.references
-    if refs:
-        report["delta_m"] = delta_m(results, refs, primary_metrics(session.tasks))
+    report = evaluation_report(
+        weights=weights_path, step=weights.step, dataset=root, split=split, samples=len(samples), results=results,
+        protocols=session.protocols(options, consistency=consistency), tasks=session.tasks,
+        references=_references(references) if references else config.eval.references)
     target = out or Path(weights_path).with_suffix(f".{split}.json")
     fileio.write_json(target, report)
     report["written"] = str(target)

@@ -50,12 +50,13 @@ from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
+from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
+from mtl3dcli.reports import run_report_path
 from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, split_spread, t_interval
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
 RESOLUTION = 1.0  # the Delta_m half-width (percentage points) that `seeds_needed` plans for
-CONSISTENCY = "consistency"  # the multi-view agreement group of the evaluation report
 DATA_MODIFIERS = ("low-data",)
 
 
@@ -151,10 +152,6 @@ def run_dir(out: Path, variant: Variant, seed: int) -> Path:
     return out / "runs" / variant.name.replace(":", "_").replace("=", "") / f"seed{seed}"
 
 
-def evaluation_path(run: Path, data: str) -> Path:
-    return run / f"eval.{Path(data).name}.json"
-
-
 def _datasets(spec: StudySpec, config: Config) -> list[str]:
     return [config.data.root, *spec.eval_data]
 
@@ -172,12 +169,13 @@ def _scored(report: Path, steps: int) -> bool:
 
 def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> bool:
     config = spec.config(variant, seed)
-    return all(_scored(evaluation_path(run, data), config.train.steps) for data in _datasets(spec, config))
+    return all(_scored(run_report_path(run, data), config.train.steps) for data in _datasets(spec, config))
 
 
 def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, device: str | None = None) -> None:
     """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study
-    that has no report of them yet (a study that adds an evaluation set to finished runs scores only that set).
+    that has no report of them yet: training itself writes the report on the study's data (its final validation),
+    and a study that adds an evaluation set to finished runs scores only that set.
     `device` overrides the preset's train.device (a parallel study's GPU per worker)."""
     from mtl3dcli.commands.evaluate import run_evaluation
     from mtl3dcli.engine.trainer import train
@@ -189,7 +187,7 @@ def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, 
     with open(run / "train.log", "a", encoding="utf-8") as log:
         train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
     for data in _datasets(spec, config):
-        report = evaluation_path(run, data)
+        report = run_report_path(run, data)
         if not _scored(report, config.train.steps):
             run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=report,
                            device=device or "auto", console=Console(file=io.StringIO()))
@@ -300,7 +298,7 @@ def run_metrics(spec: StudySpec, variant: Variant, seed: int, run: Path) -> dict
     metrics: dict[str, float] = {}
     for name, data in zip(dataset_names(spec), _datasets(spec, config)):
         prefix = f"{name}:" if name else ""
-        results = fileio.read_json(evaluation_path(run, data))["results"]
+        results = fileio.read_json(run_report_path(run, data))["results"]
         metrics.update({f"{prefix}{task}/{name}": float(value) for task, scores in results.items()
                         for name, value in scores.items() if "/" not in name})
     return metrics

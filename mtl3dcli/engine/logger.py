@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
+from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.tasks import get_task
 
 
@@ -95,7 +96,7 @@ class RunLogger:
         self._write_csv(step, flat)
         line = "  ".join(f"{name}/{get_task(name.split('/')[-1]).primary_metric} "
                          f"{metrics[get_task(name.split('/')[-1]).primary_metric]:.4g}"
-                         for name, metrics in results.items())
+                         for name, metrics in results.items() if name != CONSISTENCY)
         self.print(f"[cyan]val @ {step}[/] ({seconds:.1f} s)  {line}")
 
     def _write_csv(self, step: int, flat: dict[str, float]) -> None:

@@ -44,9 +44,10 @@ from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.objective import Objective
 from mtl3dcli.environment import record_start
 from mtl3dcli.errors import Interrupted, Mtl3dError
-from mtl3dcli.fileio import write_text
+from mtl3dcli.fileio import write_json, write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
+from mtl3dcli.reports import evaluation_report, run_report_path, scores_consistency
 from mtl3dcli.tasks import Task, get_task
 from mtl3dcli.weights import save_weights
 
@@ -254,12 +255,25 @@ class Trainer:
         evaluation = self.config.eval
         session = InferenceSession.from_model(self.deployed, self.device, self.tasks, amp=self.amp)
         subset = None if final else evaluation.validation_subset(len(self.val_set))
+        consistency = final and scores_consistency(self.val_set.layout.has_cameras, self.tasks)
         try:
             results = session.evaluate(self._batches(self.val_loader), metric_options=evaluation.metric_options(final),
-                                       slow_subset=subset)
+                                       slow_subset=subset, consistency=consistency)
         finally:
             self.model.train()
-        return results, session.protocols(evaluation.metric_options(final), slow_subset=subset)
+        return results, session.protocols(evaluation.metric_options(final), slow_subset=subset,
+                                          consistency=consistency)
+
+    def write_report(self, protocols: dict[str, str]) -> Path:
+        """The last weights' evaluation report (as `mtl3d evaluate` writes it) from the final validation's results,
+        at `run_report_path`: no second pass over the split is needed to score the run."""
+        data = self.config.data
+        path = run_report_path(self.run_dir, data.root)
+        write_json(path, evaluation_report(
+            weights=self.weights_dir / "last.safetensors", step=self.step_count, dataset=data.root,
+            split=data.val_split, samples=len(self.val_set), results=self.last_results, protocols=protocols,
+            tasks=self.tasks, references=self.config.eval.references))
+        return path
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         """weights/<name>.safetensors (deployed weights, self-describing); for "last" also the training state."""
@@ -327,6 +341,7 @@ class Trainer:
     def _after_step(self) -> None:
         """Validate (rank 0) and save when the schedule says so."""
         cfg, step = self.config.train, self.step_count
+        protocols = None
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if self.context.main:
                 start = time.perf_counter()
@@ -340,6 +355,8 @@ class Trainer:
             barrier(self.context)
         if step % cfg.save_every == 0 or step == cfg.steps:
             self.save("last", self.last_results)
+        if step == cfg.steps and protocols is not None:
+            self.write_report(protocols)
 
     def _loader(self, dataset: MultiTaskDataset, sampler: EpochSampler | None = None) -> DataLoader:
         workers = self.config.data.workers

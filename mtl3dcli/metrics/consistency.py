@@ -29,6 +29,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.geometry import covisible, relative_pose, reproject, transform_vectors
 
 KINDS = ("label", "depth", "normal")
+GROUP = "consistency"  # the results group (beside the tasks) that holds these scores in an evaluation report
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
