@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 __all__ = ["pixel_centres", "scale_intrinsics", "pixel_rays", "camera_rays", "backproject", "project",
-           "transform_points", "transform_vectors", "invert_pose", "relative_pose", "reproject", "covisible"]
+           "transform_points", "transform_vectors", "invert_pose", "relative_pose", "reproject", "covisible",
+           "covisible_uv"]
 
 
 def _numpy_in_numpy_out(fn):
@@ -167,7 +168,14 @@ def reproject(depth_b: torch.Tensor, K_b: torch.Tensor, K_a: torch.Tensor,
 
 def covisible(depth_b: torch.Tensor, K_b: torch.Tensor, depth_a: torch.Tensor, K_a: torch.Tensor,
               b_to_a: torch.Tensor, rel_tol: float = 0.05) -> torch.Tensor:
-    """Pixels of view B whose surface view A also sees: (B, H_b, W_b) bool.
+    """Pixels of view B whose surface view A also sees: (B, H_b, W_b) bool (`covisible_uv` without the uv)."""
+    return covisible_uv(depth_b, K_b, depth_a, K_a, b_to_a, rel_tol)[0]
+
+
+def covisible_uv(depth_b: torch.Tensor, K_b: torch.Tensor, depth_a: torch.Tensor, K_a: torch.Tensor,
+                 b_to_a: torch.Tensor, rel_tol: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels of view B whose surface view A also sees, (B, H_b, W_b) bool, and where B's pixels land in A, uv_a
+    (B, H_b, W_b, 2) (`reproject` of B's known depths; meaningless where B's depth is unknown).
 
     depth_b (B, H_b, W_b), depth_a (B, H_a, W_a): z-depth labels, 0 or non-finite = unknown; K_b, K_a (B, 3, 3);
     b_to_a (B, 4, 4). A pixel of B is covisible when its depth is known, its back-projected point lies in front of
@@ -187,4 +195,4 @@ def covisible(depth_b: torch.Tensor, K_b: torch.Tensor, depth_a: torch.Tensor, K
     seen = flat.gather(1, (row * width_a + col).reshape(flat.shape[0], -1)).reshape(z_a.shape)
     known_a = torch.isfinite(seen) & (seen > 0)
     agree = (z_a - seen).abs() <= rel_tol * seen
-    return inside & known_a & agree
+    return inside & known_a & agree, uv

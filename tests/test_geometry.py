@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mtl3dcli.geometry import (backproject, camera_rays, covisible, invert_pose, pixel_centres, pixel_rays, project,
-                               relative_pose, reproject, scale_intrinsics, transform_points, transform_vectors)
+from mtl3dcli.geometry import (backproject, camera_rays, covisible, covisible_uv, invert_pose, pixel_centres, pixel_rays,
+                               project, relative_pose, reproject, scale_intrinsics, transform_points, transform_vectors)
 
 D64 = torch.float64
 
@@ -130,3 +130,8 @@ def test_covisible_masks_occluded_and_out_of_frustum_pixels():
     assert mask[0].all(dim=0).tolist() == expected_columns and (mask[0] == mask[0, :1]).all()
     # identical views: every known pixel is covisible
     assert covisible(depth_a.nan_to_num(0.0), K, depth_a, K, torch.eye(4)[None]).sum() == 8 * 31
+    # covisible_uv: the same mask, and where B's known pixels land in A (B's column u lands at u_A = u + 5.5 on the wall)
+    mask_uv, uv = covisible_uv(depth_b, K, depth_a, K, b_to_a)
+    assert torch.equal(mask_uv, mask)
+    assert torch.equal(uv[0, :, 19], reproject(depth_b, K, K, b_to_a)[0][0, :, 19])
+    assert torch.allclose(uv[0, :, 19, 0], torch.full((8,), 19 + 5.5))

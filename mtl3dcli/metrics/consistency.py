@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.geometry import covisible, relative_pose, reproject, transform_vectors
+from mtl3dcli.geometry import backproject, covisible_uv, relative_pose, transform_points, transform_vectors
 
 KINDS = ("label", "depth", "normal")
 GROUP = "consistency"  # the results group (beside the tasks) that holds these scores in an evaluation report
@@ -95,15 +95,15 @@ class ConsistencyMeter:
         depth_b, depth_a = self._depth(view_b), self._depth(view_a)
         K_b, K_a = view_b["K"][None], view_a["K"][None]
         b_to_a = relative_pose(view_a["pose"][None], view_b["pose"][None])
-        seen = covisible(depth_b[None], K_b, depth_a[None], K_a, b_to_a, self.rel_tol)[0]
+        seen, uv = covisible_uv(depth_b[None], K_b, depth_a[None], K_a, b_to_a, self.rel_tol)
+        seen = seen[0]
         if seen.double().mean() < self.min_covisible:
             return
         self.pairs += 1
-        uv, _ = reproject(depth_b[None], K_b, K_a, b_to_a)
         height, width = depth_a.shape
-        q = (uv[0, ..., 1].floor().clamp(0, height - 1).long() * width
-             + uv[0, ..., 0].floor().clamp(0, width - 1).long())[seen]  # A's pixel for each counted pixel of B
-        at_b, at_a = seen.reshape(-1), q
+        at_b = seen.reshape(-1).nonzero()[:, 0]  # the counted pixels of B (flat indices, row-major)
+        at_a = (uv[0, ..., 1].floor().clamp(0, height - 1).long() * width
+                + uv[0, ..., 0].floor().clamp(0, width - 1).long()).reshape(-1)[at_b]  # A's pixel for each
         for task, kind in self.kinds.items():
             keep = _flat(view_b["valid"][task])[0, at_b] & _flat(view_a["valid"][task])[0, at_a]
             gt_b, gt_a = _flat(view_b["label"][task])[:, at_b], _flat(view_a["label"][task])[:, at_a]
@@ -113,7 +113,7 @@ class ConsistencyMeter:
                 keep &= gt_b[0] == gt_a[0]
                 agree, amount = pred_b[0] == pred_a[0], torch.zeros(keep.shape, dtype=torch.float64)
             elif kind == "depth":
-                amount, agree = self._depth_agreement(pred_b[0], seen, K_b, b_to_a, pred_a[0], gt_a[0])
+                amount, agree = self._depth_agreement(pred_b[0], seen, at_b, K_b, b_to_a, pred_a[0], gt_a[0])
             else:
                 rotation = b_to_a[0]
                 keep &= _angle(transform_vectors(rotation, gt_b.double().T).T, gt_a) <= self.angle_tol
@@ -121,14 +121,16 @@ class ConsistencyMeter:
                 agree = amount <= self.angle_tol
             self._stats[task] += torch.stack([keep.sum().double(), agree[keep].sum().double(), amount[keep].sum()])
 
-    def _depth_agreement(self, pred_b: torch.Tensor, seen: torch.Tensor, K_b: torch.Tensor, b_to_a: torch.Tensor,
-                         pred_a: torch.Tensor, gt_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _depth_agreement(self, pred_b: torch.Tensor, seen: torch.Tensor, at_b: torch.Tensor, K_b: torch.Tensor,
+                         b_to_a: torch.Tensor, pred_a: torch.Tensor,
+                         gt_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """B's predicted depths moved into A's frame against A's predictions: (relative disagreement, agrees), with
-        the same comparison as the co-visibility test, so ground truth agrees exactly."""
+        the same comparison as the co-visibility test, so ground truth agrees exactly. Only A's z-depth of the
+        moved points is needed, which does not depend on A's intrinsics."""
         moved = torch.zeros(seen.shape, dtype=torch.float64)
         moved[seen] = pred_b.double()
-        _, z = reproject(moved[None], K_b, K_b, b_to_a)  # A's z-depth does not depend on A's intrinsics
-        difference = (z[0][seen] - pred_a.double()).abs()
+        z = transform_points(b_to_a, backproject(moved[None], K_b))[0, ..., 2]
+        difference = (z.reshape(-1)[at_b] - pred_a.double()).abs()
         return difference / gt_a.double().clamp_min(1e-9), difference <= self.rel_tol * gt_a.double()
 
     def compute(self) -> dict[str, float]:
