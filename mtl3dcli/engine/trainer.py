@@ -264,16 +264,14 @@ class Trainer:
         return results, session.protocols(evaluation.metric_options(final), slow_subset=subset,
                                           consistency=consistency)
 
-    def write_report(self, protocols: dict[str, str]) -> Path:
+    def write_report(self, protocols: dict[str, str]) -> None:
         """The last weights' evaluation report (as `mtl3d evaluate` writes it) from the final validation's results,
         at `run_report_path`: no second pass over the split is needed to score the run."""
         data = self.config.data
-        path = run_report_path(self.run_dir, data.root)
-        write_json(path, evaluation_report(
+        write_json(run_report_path(self.run_dir, data.root), evaluation_report(
             weights=self.weights_dir / "last.safetensors", step=self.step_count, dataset=data.root,
             split=data.val_split, samples=len(self.val_set), results=self.last_results, protocols=protocols,
             tasks=self.tasks, references=self.config.eval.references))
-        return path
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         """weights/<name>.safetensors (deployed weights, self-describing); for "last" also the training state."""
