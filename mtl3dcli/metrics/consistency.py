@@ -113,7 +113,7 @@ class ConsistencyMeter:
                 keep &= gt_b[0] == gt_a[0]
                 agree, amount = pred_b[0] == pred_a[0], torch.zeros(keep.shape, dtype=torch.float64)
             elif kind == "depth":
-                amount, agree = self._depth_agreement(pred_b[0], seen, at_b, K_b, b_to_a, pred_a[0], gt_a[0])
+                amount, agree = self._depth_agreement(pred_b[0], seen, K_b, b_to_a, pred_a[0], gt_a[0])
             else:
                 rotation = b_to_a[0]
                 keep &= _angle(transform_vectors(rotation, gt_b.double().T).T, gt_a) <= self.angle_tol
@@ -121,16 +121,15 @@ class ConsistencyMeter:
                 agree = amount <= self.angle_tol
             self._stats[task] += torch.stack([keep.sum().double(), agree[keep].sum().double(), amount[keep].sum()])
 
-    def _depth_agreement(self, pred_b: torch.Tensor, seen: torch.Tensor, at_b: torch.Tensor, K_b: torch.Tensor,
-                         b_to_a: torch.Tensor, pred_a: torch.Tensor,
-                         gt_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _depth_agreement(self, pred_b: torch.Tensor, seen: torch.Tensor, K_b: torch.Tensor, b_to_a: torch.Tensor,
+                         pred_a: torch.Tensor, gt_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """B's predicted depths moved into A's frame against A's predictions: (relative disagreement, agrees), with
         the same comparison as the co-visibility test, so ground truth agrees exactly. Only A's z-depth of the
         moved points is needed, which does not depend on A's intrinsics."""
         moved = torch.zeros(seen.shape, dtype=torch.float64)
         moved[seen] = pred_b.double()
         z = transform_points(b_to_a, backproject(moved[None], K_b))[0, ..., 2]
-        difference = (z.reshape(-1)[at_b] - pred_a.double()).abs()
+        difference = (z[seen] - pred_a.double()).abs()
         return difference / gt_a.double().clamp_min(1e-9), difference <= self.rel_tol * gt_a.double()
 
     def compute(self) -> dict[str, float]:
