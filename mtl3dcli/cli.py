@@ -283,6 +283,11 @@ def study(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Config override for every run: "
                                                            "section.key=value (repeatable).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Optimizer steps per run (default from the preset).")] = None,
+    half_width: Annotated[Optional[float], typer.Option(help="Sequential seeds: after --seeds, add seeds until every "
+                                                            "variant's paired Delta_m interval is within +/- this "
+                                                            "many points, or --max-seeds is reached.")] = None,
+    max_seeds: Annotated[Optional[int], typer.Option(help="The most seeds a sequential study trains (default 10 "
+                                                          "with --half-width).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Study folder (default studies/<preset>).")] = None,
     jobs: Annotated[int, typer.Option(help="Runs at once, each in its own process with an equal share of the CPU "
                                            "threads (and its own GPU where there are several). A run's numbers "
@@ -290,7 +295,8 @@ def study(
 ) -> None:
     """Train and evaluate a grid of variants x seeds and summarize it: per variant the mean and 95% interval of every
     primary metric, and the paired difference to the control (same seeds) with its interval. Rerunning finishes an
-    interrupted study and redoes no finished run."""
+    interrupted study and redoes no finished run; a rerun with more seeds, other variants or another --eval-data set
+    adds only what is missing."""
     from mtl3dcli.commands.study import StudySpec, load_spec, run_study
 
     if jobs < 1:
@@ -298,15 +304,15 @@ def study(
     if spec_file is not None:
         spec = load_spec(spec_file)
     else:
-        if seeds < 1:
-            raise Mtl3dError(f"--seeds must be at least 1, got {seeds}")
+        if half_width is not None and max_seeds is None:
+            max_seeds = max(10, seeds)
         spec = StudySpec(preset=preset, seeds=seeds, variants=[v for v in variants.split(",") if v.strip()],
                          data=str(data) if data else None, eval_data=[str(p) for p in eval_data or []],
-                         overrides=list(overrides or []), steps=steps)
+                         overrides=list(overrides or []), steps=steps, half_width=half_width, max_seeds=max_seeds)
     target = out or Path("studies") / Path(spec.preset).stem
     summary = run_study(spec, target, console, jobs)
     out_console.print((target / "summary.md").read_text(encoding="utf-8"))
-    out_console.print(f"study: {len(summary['variants'])} variants x {spec.seeds} seeds in {target}")
+    out_console.print(f"study: {len(summary['variants'])} variants x {summary['seeds']} seeds in {target}")
 
 
 @app.command("presets")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import multiprocessing
 import shutil
@@ -10,6 +11,7 @@ import signal
 
 import pytest
 import torch
+import yaml
 from conftest import TINY_OVERRIDES
 from rich.console import Console
 
@@ -112,16 +114,26 @@ def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
     # an undefined split (a metric missing on one set: NaN, written as null) prints as "-"
     undefined = {"variants": {"reg": {"spread_split": {"d2:delta_m": dict.fromkeys(
         ("shared_sd", "own_sd", "correlation", "seeds_needed"))}}}}
-    assert "reg - and - (r = -; - seeds)" in study_module._spread_lines(undefined, ["delta_m", "d2:delta_m"])[1]
+    assert "reg - and - (r = -; - seeds)" in study_module._spread_lines(undefined, ["delta_m", "d2:delta_m"], 1.0)[1]
 
 
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):
     spec, out, summary = tiny_study
     monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: pytest.fail("a finished run was redone"))
     assert run_study(spec, out, Console(quiet=True)) == summary
-    changed = StudySpec(**{**spec.__dict__, "seeds": 3})
-    with pytest.raises(Mtl3dError, match="holds another study"):
-        run_study(changed, out, Console(quiet=True))
+    # fewer seeds and fewer variants: a summary of the finished runs asked for, nothing trained
+    fewer = StudySpec(**{**spec.__dict__, "seeds": 1, "variants": ["reg"]})
+    assert set(run_study(fewer, out, Console(quiet=True))["variants"]) == {"noreg", "reg"}
+    # what every run is may not change: other steps or overrides are another study
+    for changed in ({"steps": 3}, {"overrides": [*spec.overrides, "train.lr=0.1"]}):
+        with pytest.raises(Mtl3dError, match=f"holds a study of other runs \\({next(iter(changed))} differ"):
+            run_study(StudySpec(**{**spec.__dict__, **changed}), out, Console(quiet=True))
+    # nor may a variant's definition: its runs were trained as the old one
+    renamed = StudySpec(**{**spec.__dict__, "variants": ["alpha2:regularizer.default_alpha=3"]})
+    with pytest.raises(Mtl3dError, match=r"alpha2/seed0 was trained with another configuration "
+                                         r"\(regularizer.default_alpha: 2.0, the study now asks 3.0\)"):
+        run_study(renamed, out, Console(quiet=True))
+    assert run_study(spec, out, Console(quiet=True)) == summary  # and the study itself is as it was
 
 
 def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
@@ -202,3 +214,100 @@ def test_a_parallel_study_worker_takes_its_share_of_threads_and_its_own_gpu(monk
         torch.set_num_threads(threads)
         signal.signal(signal.SIGINT, handler)
         study_module._WORKER_DEVICE = None
+
+
+def _fake_runs(monkeypatch, deltas: list[float]) -> list[tuple[str, int]]:
+    """Replace training with reports written at once: mIoU 50 for every control, 50 (1 + deltas[seed] / 100) for
+    `reg`, so reg's paired Delta_m at seed s is deltas[s]. Returns the (variant, seed) of every run "trained"."""
+    trained = []
+
+    def fake(spec, variant, seed, run, device=None):
+        config = spec.config(variant, seed)
+        miou = 50.0 * (1 + deltas[seed] / 100) if variant.name == "reg" else 50.0
+        for data in [config.data.root, *spec.eval_data]:
+            report = run_report_path(run, data)
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps({"step": config.train.steps, "results": {"semseg": {"mIoU": miou}}}))
+        trained.append((variant.name, seed))
+
+    monkeypatch.setattr(study_module, "train_and_evaluate", fake)
+    return trained
+
+
+def test_a_study_folder_grows_by_what_is_missing_only(tmp_path, monkeypatch):
+    trained = _fake_runs(monkeypatch, [1.0, 2.0, 3.0, 4.0])
+    spec = StudySpec(preset="demo", seeds=2, variants=["reg"], data=str(tmp_path / "d1"))
+    run_study(spec, tmp_path / "s", Console(quiet=True))
+    assert trained == [("noreg", 0), ("reg", 0), ("noreg", 1), ("reg", 1)]
+    trained.clear()
+    more = StudySpec(**{**spec.__dict__, "seeds": 4, "variants": ["reg", "crossview"]})
+    summary = run_study(more, tmp_path / "s", Console(quiet=True))
+    assert trained == [("crossview", 0), ("crossview", 1), ("noreg", 2), ("reg", 2), ("crossview", 2),
+                       ("noreg", 3), ("reg", 3), ("crossview", 3)]
+    assert summary["seeds"] == 4 and summary["variants"]["reg"]["paired"]["delta_m"]["mean"] == pytest.approx(2.5)
+    assert yaml.safe_load((tmp_path / "s" / "study.yaml").read_text())["seeds"] == 4  # the latest request
+    trained.clear()  # a new evaluation set: every run is scored on it (the real scoring skips the reports it has)
+    run_study(StudySpec(**{**more.__dict__, "eval_data": [str(tmp_path / "d2")]}), tmp_path / "s", Console(quiet=True))
+    assert len(trained) == 12
+
+
+def test_a_sequential_study_adds_seeds_until_its_intervals_are_narrow(tmp_path, monkeypatch):
+    """Paired Delta_m 0, 2, 1 % on seeds 0-2: sd 1, +/- 2.48 > 1, which plans 7 seeds; at most 6 -> seeds 3-5 are
+    added; 0, 2, 1, 1.5, 0.5, 1 has sd 0.707, +/- 2.571 * 0.707 / sqrt(6) = 0.74: met."""
+    trained = _fake_runs(monkeypatch, [0.0, 2.0, 1.0, 1.5, 0.5, 1.0, 9.0])
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg"], data=str(tmp_path / "d1"), half_width=1.0,
+                     max_seeds=6)
+    console = Console(file=io.StringIO(), width=200)
+    summary = run_study(spec, tmp_path / "s", console)
+    assert trained == [(v, s) for s in range(6) for v in ("noreg", "reg")]
+    assert "3 seeds give reg a paired Delta_m of +/- 2.48 points (wanted +/- 1): going to 6" in console.file.getvalue()
+    paired_delta = summary["variants"]["reg"]["paired"]["delta_m"]
+    assert summary["seeds"] == 6 and paired_delta["n"] == 6 and paired_delta["mean"] == pytest.approx(1.0)
+    assert (paired_delta["high"] - paired_delta["low"]) / 2 == pytest.approx(2.5706 * 0.7071 / 6 ** 0.5, abs=1e-3)
+    assert summary["sequential"] == {"rule": summary["sequential"]["rule"], "start": 3, "half_width": 1.0,
+                                     "max_seeds": 6, "met": True}
+    assert summary["variants"]["reg"]["seeds_needed"]["delta_m"] == seeds_for_half_width(0.7071, 1.0)
+    assert ("Seeds: 6 (from 3, until every paired Delta_m interval is within +/- 1 point or 6 seeds: met)"
+            in (tmp_path / "s" / "summary.md").read_text())
+    trained.clear()
+    assert run_study(spec, tmp_path / "s", Console(quiet=True)) == summary and trained == []  # a rerun does nothing
+
+
+def test_a_sequential_study_stops_at_once_when_its_seeds_agree(tmp_path, monkeypatch):
+    trained = _fake_runs(monkeypatch, [1.0, 1.1, 0.9])
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg"], data=str(tmp_path / "d1"), half_width=1.0,
+                     max_seeds=10)
+    assert run_study(spec, tmp_path / "s", Console(quiet=True))["seeds"] == 3 and len(trained) == 6
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"seeds": 0}, "at least 1 seed"),
+    ({"max_seeds": 8}, r"give half_width \(--half-width\) too"),
+    ({"half_width": 0.0, "max_seeds": 8}, r"half_width \(--half-width\) must be positive"),
+    ({"seeds": 1, "half_width": 1.0, "max_seeds": 8}, "starts from 2 or more seeds"),
+    ({"half_width": 1.0}, "of at least seeds"),
+    ({"half_width": 1.0, "max_seeds": 2}, r"max_seeds \(--max-seeds\) of at least seeds \(3\), got 2"),
+])
+def test_a_study_spec_refuses_a_bad_seed_rule(fields, message):
+    with pytest.raises(Mtl3dError, match=message):
+        StudySpec(**{"preset": "demo", "seeds": 3, "variants": ["reg"], **fields})
+
+
+def test_the_cli_bounds_a_sequential_study_at_10_seeds_unless_told(tmp_path, monkeypatch, capsys):
+    from test_cli import invoke
+
+    specs = []
+
+    def fake(spec, out, console, jobs):
+        specs.append(spec)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.md").write_text("the tables\n")
+        return {"variants": {"noreg": {}, "reg": {}}, "seeds": 7}
+
+    monkeypatch.setattr(study_module, "run_study", fake)
+    code, out, _ = invoke(["study", "--half-width", "1", "--out", tmp_path / "s"], capsys)
+    assert code == 0 and "2 variants x 7 seeds" in out
+    assert (specs[0].seeds, specs[0].half_width, specs[0].max_seeds) == (3, 1.0, 10)
+    invoke(["study", "--seeds", "12", "--half-width", "0.5", "--out", tmp_path / "s"], capsys)
+    invoke(["study", "--half-width", "0.5", "--max-seeds", "4", "--out", tmp_path / "s"], capsys)
+    assert [s.max_seeds for s in specs[1:]] == [12, 4]

@@ -25,6 +25,11 @@ Variants are comma-separated; "+" combines modifiers (e.g. "noreg+low-data=0.25"
 Each variant is compared with its control: `noreg` plus the variant's data modifiers (added to the grid if absent).
 
 Finished runs are kept, an interrupted run resumes from its checkpoint, so rerunning the command finishes the grid.
+A study folder grows: a rerun may ask for more seeds, other variants or another `--eval-data` set and trains or
+scores only what is missing, as long as every run stays the run it was (same preset, data, overrides and steps;
+a variant name keeps its definition: each run's config.yaml is checked).
+`--half-width H --max-seeds M` makes the seed count sequential: after `--seeds` seeds, seeds are added until every
+variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`).
 `--jobs N` trains N runs at once in worker processes (`run_parallel`).
 """
 
@@ -52,12 +57,14 @@ from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.reports import run_report_path
-from mtl3dcli.stats import paired, relative_change, seeds_for_half_width, split_spread, t_interval
+from mtl3dcli.stats import (Interval, next_seed_count, paired, relative_change, seeds_for_half_width, split_spread,
+                            t_interval)
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
-RESOLUTION = 1.0  # the Delta_m half-width (percentage points) that `seeds_needed` plans for
+RESOLUTION = 1.0  # the Delta_m half-width (percentage points) `seeds_needed` plans for, unless the study sets one
 DATA_MODIFIERS = ("low-data",)
+RUN_FIELDS = ("preset", "data", "overrides", "steps")  # what every run of a study folder shares
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,29 @@ class StudySpec:
     eval_data: list[str] = field(default_factory=list)  # further datasets every run is scored on (camera shift)
     overrides: list[str] = field(default_factory=list)  # `--set` for every run
     steps: int | None = None
+    half_width: float | None = None  # sequential seeds: add seeds until every paired Delta_m is within +/- this
+    max_seeds: int | None = None  # ... or this many seeds are reached
+
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise Mtl3dError(f"a study needs at least 1 seed, got {self.seeds}")
+        if self.half_width is None:
+            if self.max_seeds is not None:
+                raise Mtl3dError("max_seeds (--max-seeds) bounds a sequential study: give half_width "
+                                 "(--half-width) too")
+            return
+        if not self.half_width > 0:
+            raise Mtl3dError(f"half_width (--half-width) must be positive, got {self.half_width}")
+        if self.seeds < 2:
+            raise Mtl3dError("a sequential study starts from 2 or more seeds (an interval needs two; 3 is usual)")
+        if self.max_seeds is None or self.max_seeds < self.seeds:
+            raise Mtl3dError(f"a sequential study needs max_seeds (--max-seeds) of at least seeds ({self.seeds}), got "
+                             f"{self.max_seeds}")
+
+    @property
+    def resolution(self) -> float:
+        """The paired Delta_m half-width the study plans seeds for."""
+        return self.half_width if self.half_width is not None else RESOLUTION
 
     def config(self, variant: Variant, seed: int) -> Config:
         values = {"train.seed": seed, "data.root": self.data, "train.steps": self.steps}
@@ -143,7 +173,7 @@ def load_spec(path: Path) -> StudySpec:
         raise Mtl3dError(f"study file {path} must be a YAML mapping with preset, seeds and variants")
     try:
         return StudySpec(**data)
-    except TypeError as exc:
+    except (TypeError, Mtl3dError) as exc:
         raise Mtl3dError(f"study file {path}: {exc}") from None
 
 
@@ -172,6 +202,42 @@ def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> boo
     return all(_scored(run_report_path(run, data), config.train.steps) for data in _datasets(spec, config))
 
 
+def check_existing_runs(spec: StudySpec, grid: list[Variant], out: Path) -> None:
+    """Refuse a study folder whose runs of the grid's variants, any seed, were trained with another configuration
+    than the study now asks of them (a variant name given a new definition, an edited preset file): their results
+    would be filed under the wrong variant. The device is free (a parallel study puts runs on several GPUs)."""
+    for variant in grid:
+        for run in sorted(run_dir(out, variant, 0).parent.glob("seed*")):
+            seed = run.name.removeprefix("seed")
+            if seed.isdigit():
+                _check_run_config(run, spec.config(variant, int(seed)))
+
+
+def _check_run_config(run: Path, config: Config) -> None:
+    path = run / "config.yaml"
+    if not path.is_file():
+        return
+    trained = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    wanted = _flat(yaml.safe_load(yaml.safe_dump(config.to_dict())))
+    differ = [key for key in sorted(set(trained) & set(wanted))  # a setting added since the run keeps its default
+              if key != "train.device" and trained[key] != wanted[key]]
+    if differ:
+        key = differ[0]
+        raise Mtl3dError(f"{run} was trained with another configuration ({key}: {trained[key]!r}, the study now "
+                         f"asks {wanted[key]!r}); give the variant another name or the study another --out")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"seed": 0}} -> {"train.seed": 0}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, device: str | None = None) -> None:
     """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study
     that has no report of them yet: training itself writes the report on the study's data (its final validation),
@@ -195,41 +261,63 @@ def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, 
 
 def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> dict[str, Any]:
     """Run every missing (variant, seed) of the grid, `jobs` at a time (`run_parallel`), then write results.csv, the
-    summaries and the plots."""
+    summaries and the plots. A sequential study (`spec.half_width`) repeats this with more seeds until
+    `stats.next_seed_count` says its intervals are narrow enough or max_seeds is reached."""
     grid = study_grid(spec.variants)
-    _claim(out, spec)
-    runs = [(v, s) for s in range(spec.seeds) for v in grid]  # seed-major: early seeds give every variant a row
-    todo = [(v, s) for v, s in runs if not run_finished(spec, v, s, run_dir(out, v, s))]
+    _check_study_file(out, spec)
+    check_existing_runs(spec, grid, out)
+    fileio.write_text(out / "study.yaml", yaml.safe_dump(asdict(spec), sort_keys=False))  # the latest request
     columns = (TextColumn("[bold]study"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta {task.fields[eta]}"), TextColumn("{task.description}"))
-    durations: list[float] = []
+    seeds = spec.seeds
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("", total=len(runs), completed=len(runs) - len(todo), eta="-")
-        begun = len(runs) - len(todo)
+        task = progress.add_task("", total=0, eta="-")
+        while True:
+            _run_seeds(spec, out, grid, seeds, jobs, console, progress, task)
+            if spec.half_width is None:
+                break
+            widths = _delta_m_intervals(summary_rows(spec, grid, out, seeds)[0], grid, seeds)
+            wanted = next_seed_count(list(widths.values()), spec.half_width, spec.max_seeds) if widths else seeds
+            if wanted == seeds:
+                break
+            worst = max(widths, key=lambda name: widths[name].half_width if widths[name].n > 1 else math.inf)
+            console.print(f"study: {seeds} seeds give {worst} a paired Delta_m of +/- "
+                          f"{widths[worst].half_width:.2f} points (wanted +/- {spec.half_width:g}): going to {wanted}")
+            seeds = wanted
+    return write_summary(spec, grid, out, seeds)
 
-        def started(variant: Variant, seed: int) -> None:
-            nonlocal begun
-            begun += 1
-            progress.update(task, description=f"{variant.name} seed {seed}")
-            if not console.is_terminal:
-                console.print(f"study: run {begun}/{len(runs)}: {variant.name} seed {seed}")
 
-        def finished(seconds: float) -> None:
-            durations.append(seconds)
-            eta = sum(durations) / len(durations) * (len(todo) - len(durations)) / min(jobs, len(todo))
-            progress.update(task, advance=1, eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
+def _run_seeds(spec: StudySpec, out: Path, grid: list[Variant], seeds: int, jobs: int, console: Console,
+               progress: Progress, task) -> None:
+    """Train and score the runs of seeds 0..seeds-1 that are not finished, with the study's progress display."""
+    runs = [(v, s) for s in range(seeds) for v in grid]  # seed-major: early seeds give every variant a row
+    todo = [(v, s) for v, s in runs if not run_finished(spec, v, s, run_dir(out, v, s))]
+    progress.update(task, total=len(runs), completed=len(runs) - len(todo))
+    durations: list[float] = []
+    begun = len(runs) - len(todo)
 
-        try:
-            if jobs > 1 and len(todo) > 1:
-                run_parallel(spec, out, todo, jobs, started, finished)
-            else:
-                for variant, seed in todo:
-                    started(variant, seed)
-                    finished(_timed_run(spec, variant, seed, run_dir(out, variant, seed)))
-        except Interrupted as exc:
-            raise Mtl3dError(f"study interrupted ({exc.args[0].split(';')[0]}); finished runs and checkpoints are "
-                             f"kept: rerun the same command to finish the grid") from None
-    return write_summary(spec, grid, out)
+    def started(variant: Variant, seed: int) -> None:
+        nonlocal begun
+        begun += 1
+        progress.update(task, description=f"{variant.name} seed {seed}")
+        if not console.is_terminal:
+            console.print(f"study: run {begun}/{len(runs)}: {variant.name} seed {seed}")
+
+    def finished(seconds: float) -> None:
+        durations.append(seconds)
+        eta = sum(durations) / len(durations) * (len(todo) - len(durations)) / min(jobs, len(todo))
+        progress.update(task, advance=1, eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+    try:
+        if jobs > 1 and len(todo) > 1:
+            run_parallel(spec, out, todo, jobs, started, finished)
+        else:
+            for variant, seed in todo:
+                started(variant, seed)
+                finished(_timed_run(spec, variant, seed, run_dir(out, variant, seed)))
+    except Interrupted as exc:
+        raise Mtl3dError(f"study interrupted ({exc.args[0].split(';')[0]}); finished runs and checkpoints are "
+                         f"kept: rerun the same command to finish the grid") from None
 
 
 def run_parallel(spec: StudySpec, out: Path, todo: list[tuple[Variant, int]], jobs: int, started, finished) -> None:
@@ -279,15 +367,16 @@ def _timed_run(spec: StudySpec, variant: Variant, seed: int, run: Path) -> float
     return time.perf_counter() - start
 
 
-def _claim(out: Path, spec: StudySpec) -> None:
-    """Write study.yaml, or check that an existing study folder holds the same grid."""
+def _check_study_file(out: Path, spec: StudySpec) -> None:
+    """An existing study folder must hold runs of the same kind (its study.yaml): seeds, variants, evaluation sets
+    and the seed rule may change, what every run is may not."""
     path = out / "study.yaml"
     if path.is_file():
-        existing = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if existing != asdict(spec):
-            raise Mtl3dError(f"{out} holds another study ({path}); choose another --out or rerun it unchanged")
-        return
-    fileio.write_text(path, yaml.safe_dump(asdict(spec), sort_keys=False))
+        existing = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        changed = [name for name in RUN_FIELDS if existing.get(name) != getattr(spec, name)]
+        if changed:
+            raise Mtl3dError(f"{out} holds a study of other runs ({', '.join(changed)} differ from {path}); choose "
+                             f"another --out (only seeds, variants, --eval-data and the seed rule may change)")
 
 
 # --- summarizing ----------------------------------------------------------------------------------------------------
@@ -340,51 +429,76 @@ def delta_m_vs(run: dict[str, float], control: dict[str, float], keys: list[str]
     return sum(relative_change(run[k], control[k], _direction(k)) for k in tasks) / len(tasks)
 
 
-def write_summary(spec: StudySpec, grid: list[Variant], out: Path) -> dict[str, Any]:
-    rows = {(v.name, s): run_metrics(spec, v, s, run_dir(out, v, s)) for v in grid for s in range(spec.seeds)}
+def summary_rows(spec: StudySpec, grid: list[Variant], out: Path,
+                 seeds: int) -> tuple[dict[tuple[str, int], dict[str, float]], list[str], list[str]]:
+    """Every run's metrics with its Delta_m to its control on each dataset, keyed (variant, seed); the primary
+    metric keys; the Delta_m keys (the study's own data first)."""
+    rows = {(v.name, s): run_metrics(spec, v, s, run_dir(out, v, s)) for v in grid for s in range(seeds)}
     keys = primary_keys({k: 0.0 for metrics in rows.values() for k in metrics})
     for metrics in rows.values():  # a metric some run could not compute (no view pairs) is undefined there
         metrics.update({k: math.nan for k in keys if k not in metrics})
     datasets = dataset_names(spec)
-    deltas = [delta_m_key(dataset) for dataset in datasets]
     controls = {v.name: v.control for v in grid}  # from the grid: a NAME:KEY=VALUE variant's name alone is no spec
     for (name, seed), metrics in rows.items():
         control = rows[(controls[name], seed)]
         metrics.update({delta_m_key(d): delta_m_vs(metrics, control, keys, d) for d in datasets})
-    summary: dict[str, Any] = {"preset": spec.preset, "seeds": spec.seeds, "interval": "95% Student-t over seeds",
+    return rows, keys, [delta_m_key(dataset) for dataset in datasets]
+
+
+def _delta_m_intervals(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant],
+                       seeds: int) -> dict[str, Interval]:
+    """Each compared variant's paired Delta_m interval on the study's own data (what a sequential study narrows)."""
+    return {v.name: t_interval([rows[(v.name, s)][delta_m_key()] for s in range(seeds)]) for v in grid
+            if v.name != v.control}
+
+
+def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | None = None) -> dict[str, Any]:
+    """results.csv, summary.json, summary.md and the plots of seeds 0..seeds-1 (default spec.seeds)."""
+    seeds = spec.seeds if seeds is None else seeds
+    rows, keys, deltas = summary_rows(spec, grid, out, seeds)
+    resolution = spec.resolution
+    summary: dict[str, Any] = {"preset": spec.preset, "seeds": seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed",
-                               "seeds_needed": f"seeds for a paired Delta_m interval of +/- {RESOLUTION:g} point at "
+                               "seeds_needed": f"seeds for a paired Delta_m interval of +/- {resolution:g} point at "
                                                "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
-    split = spec.seeds >= 3 and len(deltas) > 1  # stats.split_spread needs 3 seeds and a second evaluation set
+    if spec.half_width is not None:
+        widths = _delta_m_intervals(rows, grid, seeds)
+        summary["sequential"] = {
+            "rule": "seeds added until every paired Delta_m interval on the study's data is within +/- half_width "
+                    "or max_seeds is reached (stats.next_seed_count)",
+            "start": spec.seeds, "half_width": spec.half_width, "max_seeds": spec.max_seeds,
+            "met": all(w.half_width <= spec.half_width for w in widths.values())}
+    split = seeds >= 3 and len(deltas) > 1  # stats.split_spread needs 3 seeds and a second evaluation set
     if split:
         summary["spread_split"] = ("the seed spread of the paired Delta_m on the study's data and on an eval_data "
                                    "set, split into the part both share and the part each adds "
                                    "(stats.split_spread); seeds_needed at the shared sd alone")
     for variant in grid:
-        values = {k: [rows[(variant.name, s)][k] for s in range(spec.seeds)] for k in [*keys, *deltas]}
+        values = {k: [rows[(variant.name, s)][k] for s in range(seeds)] for k in [*keys, *deltas]}
         control = variant.control
         entry: dict[str, Any] = {"control": control, "metrics": {k: t_interval(v).to_json() for k, v in values.items()}}
         if variant.name != control:
             entry["paired"] = {k: paired(dict(enumerate(values[k])),
-                                         {s: rows[(control, s)][k] for s in range(spec.seeds)}).to_json()
+                                         {s: rows[(control, s)][k] for s in range(seeds)}).to_json()
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
-            entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], RESOLUTION) for k in deltas}
+            entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], resolution) for k in deltas}
             if split:
-                entry["spread_split"] = {k: _spread_split(values[deltas[0]], values[k]) for k in deltas[1:]}
+                entry["spread_split"] = {k: _spread_split(values[deltas[0]], values[k], resolution)
+                                         for k in deltas[1:]}
         summary["variants"][variant.name] = entry
-    summary["environments"] = _environments(out, grid, spec.seeds)
+    summary["environments"] = _environments(out, grid, seeds)
     summary = _json_safe(summary)
     _write_results_csv(out, rows)
     fileio.write_json(out / "summary.json", summary)
-    fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas))
-    plot_study(out, summary, keys, deltas, grid, spec)
+    fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas, resolution))
+    plot_study(out, summary, keys, deltas, grid, seeds)
     return summary
 
 
-def _spread_split(own: list[float], other: list[float]) -> dict[str, Any]:
+def _spread_split(own: list[float], other: list[float], resolution: float) -> dict[str, Any]:
     split = split_spread(own, other)
-    return {**split.to_json(), "seeds_needed": seeds_for_half_width(split.shared_sd, RESOLUTION)}
+    return {**split.to_json(), "seeds_needed": seeds_for_half_width(split.shared_sd, resolution)}
 
 
 def _environments(out: Path, grid: list[Variant], seeds: int) -> list[dict[str, Any]]:
@@ -432,14 +546,16 @@ def _delta_title(key: str) -> str:
     return "Delta_m vs control (%)" + (f" on {dataset}" if dataset else "")
 
 
-def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]) -> str:
+def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str],
+                     resolution: float = RESOLUTION) -> str:
     """Two tables: per variant the mean [95% interval] of every primary metric and Delta_m (per dataset); per
-    variant the paired difference to its control, with a mark where the interval excludes 0."""
+    variant the paired difference to its control, with a mark where the interval excludes 0. `resolution`: the
+    paired Delta_m half-width the seed planning lines aim at."""
     arrows = {k: "↑" if _direction(k) else "↓" for k in keys}
     head = ["variant", *[f"{k} {arrows[k]}" for k in keys], *map(_delta_title, deltas)]
     trained = "; ".join(f"{summarize(e['environment'])} ({e['runs']} runs)"
                         for e in summary["environments"])
-    lines = [f"Seeds: {summary['seeds']}; cells: mean [{summary['interval']}]."
+    lines = [f"Seeds: {summary['seeds']}{_sequential_note(summary)}; cells: mean [{summary['interval']}]."
              + (f" Trained on {trained}." if trained else ""), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in summary["variants"].items():
@@ -454,18 +570,29 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
             continue
         cells = [paired_cell(entry["paired"][key]) for key in [*keys, *deltas]]
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + _seeds_needed_lines(summary, deltas) + _spread_lines(summary, deltas)) + "\n"
+    return "\n".join(lines + _seeds_needed_lines(summary, deltas, resolution)
+                     + _spread_lines(summary, deltas, resolution)) + "\n"
 
 
-def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
-    """One line per Delta_m: how many seeds each variant's paired interval would need to be +/- RESOLUTION wide."""
+def _sequential_note(summary: dict[str, Any]) -> str:
+    """How a sequential study arrived at its seeds, e.g. " (from 3, until every paired Delta_m interval is within
+    +/- 1 point or 8 seeds: met)"."""
+    rule = summary.get("sequential")
+    if rule is None:
+        return ""
+    return (f" (from {rule['start']}, until every paired Delta_m interval is within +/- {rule['half_width']:g} point "
+            f"or {rule['max_seeds']} seeds: {'met' if rule['met'] else 'not met'})")
+
+
+def _seeds_needed_lines(summary: dict[str, Any], deltas: list[str], resolution: float) -> list[str]:
+    """One line per Delta_m: how many seeds each variant's paired interval would need to be +/- resolution wide."""
     lines = []
     for key in deltas:
         needed = [f"{name} {entry['seeds_needed'][key] or '-'}"
                   for name, entry in summary["variants"].items() if "seeds_needed" in entry]
         if needed:
             where = f" on {key.rpartition(':')[0]}" if ":" in key else ""
-            lines += ["", f"Seeds needed for a +/- {RESOLUTION:g} point paired Delta_m interval{where} at the spread "
+            lines += ["", f"Seeds needed for a +/- {resolution:g} point paired Delta_m interval{where} at the spread "
                           f"measured here (a planning figure: the sd of {summary['seeds']} seeds is itself uncertain): "
                           + ", ".join(needed) + "."]
     return lines
@@ -475,7 +602,7 @@ def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else f"{value:{spec}}"  # None: undefined (NaN in the JSON summary)
 
 
-def _spread_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
+def _spread_lines(summary: dict[str, Any], deltas: list[str], resolution: float) -> list[str]:
     """One line per eval_data set: each variant's paired Delta_m spread split between the study's data and it."""
     lines = []
     for key in deltas[1:]:
@@ -490,13 +617,13 @@ def _spread_lines(summary: dict[str, Any], deltas: list[str]) -> list[str]:
             lines += ["", f"Spread of the paired Delta_m over seeds on the study's data and on {dataset}, as the sd "
                           "both sets share (the trained weights' own, when the sets are independent draws of one "
                           "distribution) and the sd each set adds (its sample of scenes), with the seeds a "
-                          f"+/- {RESOLUTION:g} point interval would need at the shared sd alone: "
+                          f"+/- {resolution:g} point interval would need at the shared sd alone: "
                           + ", ".join(parts) + "."]
     return lines
 
 
 def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list[str], grid: list[Variant],
-               spec: StudySpec) -> None:
+               seeds: int) -> None:
     """plots/metrics.png (means and intervals per variant) and plots/curves.png (validation curves of every run)."""
     import matplotlib
 
@@ -523,7 +650,7 @@ def plot_study(out: Path, summary: dict[str, Any], keys: list[str], deltas: list
     figure, axes = plt.subplots(1, len(own), figsize=(3.4 * len(own), 3.0), squeeze=False)
     colours = plt.get_cmap("tab10")
     for index, variant in enumerate(grid):
-        for seed in range(spec.seeds):
+        for seed in range(seeds):
             path = run_dir(out, variant, seed) / "results.csv"
             rows = list(csv.DictReader(open(path, encoding="utf-8"))) if path.is_file() else []
             for axis, key in zip(axes[0], own):
