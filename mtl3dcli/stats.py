@@ -80,17 +80,17 @@ def seeds_for_half_width(sd: float, half_width: float, confidence: float = 0.95,
 
 def next_seed_count(intervals: Sequence[Interval], half_width: float, max_seeds: int) -> int:
     """How many seeds a sequential study should have after measuring `intervals` (each over the same n seeds): n when
-    every interval is at most +/- `half_width` or n has reached `max_seeds`; otherwise the seeds the widest
-    interval's sd plans for (`seeds_for_half_width`), at least one more than n and at most `max_seeds`.
-    Rerun after every round, this is the fixed-width rule of Chow and Robbins (1965) with Stein's jump to the planned
-    size: the final t-interval's coverage stays near 95% (93.9-94.8% in a simulation of normal seed noise with sd
-    0.4-0.7 starting from 3 seeds, `tests/test_stats.py`). Example: n = 3, sd 1.14, +/- 1 -> 8 (as planned)."""
+    every interval is at most +/- `half_width` or n has reached `max_seeds`, else n + 1 (an interval of a single
+    seed, or of an undefined metric, counts as too wide). Applied after every seed, this is the fixed-width rule of
+    Chow and Robbins (1965). Stopping when the measured sd happens to be small costs some coverage: in simulations
+    of normal seed noise from 3 seeds to at most 10 at +/- 1, the final 95% t-interval covered the true mean in
+    95.1%, 94.2%, 92.3% and 90.8% of studies for a noise sd of 0.4, 0.7, 1.0 and 1.5 (3.4, 4.5, 6.0 and 8.3 seeds
+    on average; `tests/test_stats.py` repeats the 0.7 case). Jumping straight to the seeds a first sd plans for
+    (`seeds_for_half_width`) covered no better and trained more seeds (5.0 at sd 0.7)."""
     n = intervals[0].n
-    wide = [i for i in intervals if not i.half_width <= half_width]  # NaN (one seed, an undefined metric) is wide
-    if not wide or n >= max_seeds:
+    if n >= max_seeds or all(i.half_width <= half_width for i in intervals):  # NaN (one seed) compares False
         return n
-    planned = [seeds_for_half_width(i.sd, half_width) or max_seeds for i in wide]
-    return min(max_seeds, max(n + 1, *planned))
+    return n + 1
 
 
 @dataclass(frozen=True)

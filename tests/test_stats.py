@@ -77,33 +77,32 @@ def test_splitting_a_spread_between_two_evaluation_sets_by_hand():
 
 
 def test_the_sequential_seed_rule_by_hand():
-    # 3 seeds of sd 1.14: +/- 2.83 > 1 -> the 8 seeds planned for that sd (test above)
-    assert next_seed_count([t_interval([0.0, 1.14, 2.28])], 1.0, 10) == 8
-    assert next_seed_count([t_interval([0.0, 1.14, 2.28])], 1.0, 6) == 6  # capped
-    # narrow enough (sd 0.1: +/- 0.25) -> no more seeds; the widest of several intervals decides
+    # 3 seeds of sd 1.14: +/- 4.3027 * 1.14 / sqrt(3) = 2.83 > 1 -> one more seed, unless at the maximum
+    wide = t_interval([0.0, 1.14, 2.28])
+    assert next_seed_count([wide], 1.0, 10) == 4 and next_seed_count([wide], 1.0, 3) == 3
+    # narrow enough (sd 0.1: +/- 0.25) -> no more seeds; every interval must be narrow
     narrow = t_interval([1.0, 1.1, 0.9])
-    assert next_seed_count([narrow], 1.0, 10) == 3
-    assert next_seed_count([narrow, t_interval([0.0, 1.14, 2.28])], 1.0, 10) == 8
+    assert next_seed_count([narrow], 1.0, 10) == 3 and next_seed_count([narrow, wide], 1.0, 10) == 4
     # 4 seeds: [0, 0.6, -0.6, 0] has sd 0.490, +/- 3.182 * 0.490 / 2 = 0.78 (stop); [0.65, -0.65, 0.65, -0.65] has
-    # sd 0.751, +/- 1.19 -> 5 seeds (2.776 * 0.751 / sqrt(5) = 0.93)
+    # sd 0.751, +/- 1.19 (one more)
     assert next_seed_count([t_interval([0.0, 0.6, -0.6, 0.0])], 1.0, 10) == 4
     assert next_seed_count([t_interval([0.65, -0.65, 0.65, -0.65])], 1.0, 10) == 5
-    # at the maximum, or with one seed (no sd: planned as the maximum)
-    assert next_seed_count([t_interval([0.0, 5.0, 10.0])], 1.0, 3) == 3
-    assert next_seed_count([t_interval([1.0])], 1.0, 7) == 7
+    assert next_seed_count([t_interval([1.0])], 1.0, 7) == 2  # one seed: no interval yet
 
 
 def test_the_sequential_rule_keeps_its_coverage_in_simulation():
     """Normal seed noise of sd 0.7 (this benchmark's paired Delta_m spread), mean 0, from 3 seeds to at most 10 at
-    +/- 1: the final t-interval covers the true mean in about 95% of 2,000 simulated studies (a rule that stopped
-    on a lucky small sd would cover less), and every study meets the width."""
+    +/- 1: the final t-interval covers the true mean in about 94% of 2,000 simulated studies (stopping on a lucky
+    small sd costs a point; a rule that stopped on the mean would cost far more), and every study meets the
+    width, with 4.5 seeds on average."""
     rng = random.Random(0)
-    covered = met = 0
+    covered = met = seeds = 0
     for _ in range(2000):
         values = [rng.gauss(0.0, 0.7) for _ in range(3)]
-        while (wanted := next_seed_count([t_interval(values)], 1.0, 10)) > len(values):
-            values += [rng.gauss(0.0, 0.7) for _ in range(wanted - len(values))]
+        while next_seed_count([t_interval(values)], 1.0, 10) > len(values):
+            values.append(rng.gauss(0.0, 0.7))
         interval = t_interval(values)
         covered += interval.low <= 0.0 <= interval.high
         met += interval.half_width <= 1.0
-    assert 0.92 <= covered / 2000 <= 0.97 and met == 2000
+        seeds += len(values)
+    assert 0.92 <= covered / 2000 <= 0.96 and met == 2000 and 4.2 <= seeds / 2000 <= 4.8

@@ -252,25 +252,35 @@ def test_a_study_folder_grows_by_what_is_missing_only(tmp_path, monkeypatch):
 
 
 def test_a_sequential_study_adds_seeds_until_its_intervals_are_narrow(tmp_path, monkeypatch):
-    """Paired Delta_m 0, 2, 1 % on seeds 0-2: sd 1, +/- 2.48 > 1, which plans 7 seeds; at most 6 -> seeds 3-5 are
-    added; 0, 2, 1, 1.5, 0.5, 1 has sd 0.707, +/- 2.571 * 0.707 / sqrt(6) = 0.74: met."""
-    trained = _fake_runs(monkeypatch, [0.0, 2.0, 1.0, 1.5, 0.5, 1.0, 9.0])
+    """Paired Delta_m 0, 2, 1 % on seeds 0-2: sd 1, +/- 2.48 > 1 -> seed 3 (1.5 %): sd 0.854, +/- 1.36 -> seed 4
+    (0.5 %): 0, 2, 1, 1.5, 0.5 has sd 0.791, +/- 2.776 * 0.791 / sqrt(5) = 0.98: met, seed 5 is never trained."""
+    trained = _fake_runs(monkeypatch, [0.0, 2.0, 1.0, 1.5, 0.5, 9.0])
     spec = StudySpec(preset="demo", seeds=3, variants=["reg"], data=str(tmp_path / "d1"), half_width=1.0,
                      max_seeds=6)
     console = Console(file=io.StringIO(), width=200)
     summary = run_study(spec, tmp_path / "s", console)
-    assert trained == [(v, s) for s in range(6) for v in ("noreg", "reg")]
-    assert "3 seeds give reg a paired Delta_m of +/- 2.48 points (wanted +/- 1): going to 6" in console.file.getvalue()
+    assert trained == [(v, s) for s in range(5) for v in ("noreg", "reg")]
+    log = console.file.getvalue()
+    assert "3 seeds give reg a paired Delta_m of +/- 2.48 points (wanted +/- 1): going to 4" in log
+    assert "4 seeds give reg a paired Delta_m of +/- 1.36 points (wanted +/- 1): going to 5" in log
     paired_delta = summary["variants"]["reg"]["paired"]["delta_m"]
-    assert summary["seeds"] == 6 and paired_delta["n"] == 6 and paired_delta["mean"] == pytest.approx(1.0)
-    assert (paired_delta["high"] - paired_delta["low"]) / 2 == pytest.approx(2.5706 * 0.7071 / 6 ** 0.5, abs=1e-3)
+    assert summary["seeds"] == 5 and paired_delta["n"] == 5 and paired_delta["mean"] == pytest.approx(1.0)
+    assert (paired_delta["high"] - paired_delta["low"]) / 2 == pytest.approx(2.7764 * 0.7906 / 5 ** 0.5, abs=1e-3)
     assert summary["sequential"] == {"rule": summary["sequential"]["rule"], "start": 3, "half_width": 1.0,
                                      "max_seeds": 6, "met": True}
-    assert summary["variants"]["reg"]["seeds_needed"]["delta_m"] == seeds_for_half_width(0.7071, 1.0)
-    assert ("Seeds: 6 (from 3, until every paired Delta_m interval is within +/- 1 point or 6 seeds: met)"
+    assert ("Seeds: 5 (from 3, until every paired Delta_m interval is within +/- 1 point or 6 seeds: met)"
             in (tmp_path / "s" / "summary.md").read_text())
     trained.clear()
     assert run_study(spec, tmp_path / "s", Console(quiet=True)) == summary and trained == []  # a rerun does nothing
+
+
+def test_a_sequential_study_stops_at_its_maximum_and_says_the_width_is_not_met(tmp_path, monkeypatch):
+    trained = _fake_runs(monkeypatch, [0.0, 5.0, -5.0, 3.0, 1.0])
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg"], data=str(tmp_path / "d1"), half_width=1.0,
+                     max_seeds=4)
+    summary = run_study(spec, tmp_path / "s", Console(quiet=True))
+    assert summary["seeds"] == 4 and len(trained) == 8 and summary["sequential"]["met"] is False
+    assert "or 4 seeds: not met)" in (tmp_path / "s" / "summary.md").read_text()
 
 
 def test_a_sequential_study_stops_at_once_when_its_seeds_agree(tmp_path, monkeypatch):
