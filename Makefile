@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/regularizer_step.py --preset demo
 	$(BIN)/python benchmarks/inference_parity.py --preset demo
 	$(BIN)/python benchmarks/edge_eval.py
+	$(BIN)/python benchmarks/sequential_coverage.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

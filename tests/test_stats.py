@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -106,3 +107,20 @@ def test_the_sequential_rule_keeps_its_coverage_in_simulation():
         met += interval.half_width <= 1.0
         seeds += len(values)
     assert 0.92 <= covered / 2000 <= 0.96 and met == 2000 and 4.2 <= seeds / 2000 <= 4.8
+
+
+def test_the_coverage_benchmark_simulates_both_rules(capsys, monkeypatch):
+    """benchmarks/sequential_coverage.py (the README's coverage figures) on a few studies: with no seed noise
+    every study stops at its start and covers; with huge noise every study runs to the maximum."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sequential_coverage.py"
+    monkeypatch.setattr(sys, "argv", ["sequential_coverage.py", "--studies", "50", "--sd", "0", "100",
+                                      "--max-seeds", "5"])
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads(capsys.readouterr().out)["results"]
+    for rule in ("one seed at a time", "jump to the planned seeds"):
+        assert results[rule]["0.0"] == {"coverage": 1.0, "met": 1.0, "mean_seeds": 3.0}
+        assert results[rule]["100.0"]["mean_seeds"] == 5.0 and results[rule]["100.0"]["met"] == 0.0
