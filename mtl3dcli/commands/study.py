@@ -28,8 +28,8 @@ Finished runs are kept, an interrupted run resumes from its checkpoint, so rerun
 A study folder grows: a rerun may ask for more seeds, other variants or another `--eval-data` set and trains or
 scores only what is missing, as long as every run stays the run it was (same preset, data, overrides and steps;
 a variant name keeps its definition: each run's config.yaml is checked).
-`--half-width H --max-seeds M` makes the seed count sequential: after `--seeds` seeds, seeds are added until every
-variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`).
+`--half-width H --max-seeds M` makes the seed count sequential: after `--seeds` seeds, seeds are added one at a time
+until every variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`).
 `--jobs N` trains N runs at once in worker processes (`run_parallel`).
 """
 
@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
@@ -280,7 +280,8 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
             wanted = next_seed_count(list(widths.values()), spec.half_width, spec.max_seeds) if widths else seeds
             if wanted == seeds:
                 break
-            worst = max(widths, key=lambda name: widths[name].half_width if widths[name].n > 1 else math.inf)
+            worst = max(widths, key=lambda name: math.inf if math.isnan(widths[name].half_width)  # one seed
+                        else widths[name].half_width)
             console.print(f"study: {seeds} seeds give {worst} a paired Delta_m of +/- "
                           f"{widths[worst].half_width:.2f} points (wanted +/- {spec.half_width:g}): going to {wanted}")
             seeds = wanted
@@ -288,7 +289,7 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
 
 
 def _run_seeds(spec: StudySpec, out: Path, grid: list[Variant], seeds: int, jobs: int, console: Console,
-               progress: Progress, task) -> None:
+               progress: Progress, task: TaskID) -> None:
     """Train and score the runs of seeds 0..seeds-1 that are not finished, with the study's progress display."""
     runs = [(v, s) for s in range(seeds) for v in grid]  # seed-major: early seeds give every variant a row
     todo = [(v, s) for v, s in runs if not run_finished(spec, v, s, run_dir(out, v, s))]
