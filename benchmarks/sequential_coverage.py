@@ -22,12 +22,12 @@ def simulate(sd: float, rule: str, args: argparse.Namespace, rng: random.Random)
     covered = met = seeds = 0
     for _ in range(args.studies):
         values = [rng.gauss(0.0, sd) for _ in range(args.start)]
-        while (interval := t_interval(values)).half_width > args.half_width and len(values) < args.max_seeds:
-            if rule == "one seed at a time":
-                wanted = next_seed_count([interval], args.half_width, args.max_seeds)
-            else:
+        # both rules stop where `next_seed_count` does; they differ in how many seeds they add
+        while (wanted := next_seed_count([interval := t_interval(values)], args.half_width,
+                                         args.max_seeds)) > len(values):
+            if rule == "jump to the planned seeds":
                 planned = seeds_for_half_width(interval.sd, args.half_width) or args.max_seeds
-                wanted = min(args.max_seeds, max(len(values) + 1, planned))
+                wanted = min(args.max_seeds, max(wanted, planned))
             values += [rng.gauss(0.0, sd) for _ in range(wanted - len(values))]
         covered += interval.low <= 0.0 <= interval.high
         met += interval.half_width <= args.half_width

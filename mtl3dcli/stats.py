@@ -88,9 +88,12 @@ def next_seed_count(intervals: Sequence[Interval], half_width: float, max_seeds:
     and 1.5, with 3.4, 4.5, 6.0 and 8.3 seeds on average. Jumping straight to the seeds a first sd plans for
     (`seeds_for_half_width`) covered no better and trained more seeds (5.0 at sd 0.7)."""
     n = intervals[0].n
-    if n >= max_seeds or all(i.half_width <= half_width for i in intervals):  # NaN (one seed) compares False
-        return n
-    return n + 1
+    return n if n >= max_seeds or all_within(intervals, half_width) else n + 1
+
+
+def all_within(intervals: Sequence[Interval], half_width: float) -> bool:
+    """Whether every interval is at most +/- `half_width` (one of a single seed, NaN wide, is not)."""
+    return all(i.half_width <= half_width for i in intervals)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.reports import run_report_path
-from mtl3dcli.stats import (Interval, next_seed_count, paired, relative_change, seeds_for_half_width, split_spread,
-                            t_interval)
+from mtl3dcli.stats import (Interval, all_within, next_seed_count, paired, relative_change, seeds_for_half_width,
+                            split_spread, t_interval)
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
@@ -468,7 +468,7 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
             "rule": "seeds added until every paired Delta_m interval on the study's data is within +/- half_width "
                     "or max_seeds is reached (stats.next_seed_count)",
             "start": spec.seeds, "half_width": spec.half_width, "max_seeds": spec.max_seeds,
-            "met": all(w.half_width <= spec.half_width for w in widths.values())}
+            "met": all_within(list(widths.values()), spec.half_width)}
     split = seeds >= 3 and len(deltas) > 1  # stats.split_spread needs 3 seeds and a second evaluation set
     if split:
         summary["spread_split"] = ("the seed spread of the paired Delta_m on the study's data and on an eval_data "
