@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/inference_parity.py --preset demo
 	$(BIN)/python benchmarks/edge_eval.py
 	$(BIN)/python benchmarks/sequential_coverage.py
+	$(BIN)/python benchmarks/pooled_coverage.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

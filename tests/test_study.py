@@ -21,7 +21,7 @@ from mtl3dcli.commands.study import (StudySpec, delta_m_vs, parse_variant, run_d
 from mtl3dcli.environment import describe, summarize
 from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.reports import run_report_path
-from mtl3dcli.stats import seeds_for_half_width, split_spread
+from mtl3dcli.stats import pooled_paired, seeds_for_half_width, split_spread
 
 
 def test_variants_and_their_controls():
@@ -115,6 +115,35 @@ def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
     undefined = {"variants": {"reg": {"spread_split": {"d2:delta_m": dict.fromkeys(
         ("shared_sd", "own_sd", "correlation", "seeds_needed"))}}}}
     assert "reg - and - (r = -; - seeds)" in study_module._spread_lines(undefined, ["delta_m", "d2:delta_m"], 1.0)[1]
+
+
+def test_the_variants_of_one_control_share_a_pooled_delta_m_interval(tmp_path):
+    """reg and alpha2 share noreg, with per-seed Delta_m 1, 2, 3 and 2, 2, 5 % (mIoU only): their pooled intervals
+    are stats.pooled_paired's (2 degrees of freedom); low-data=0.5, alone with its control, has none ("-")."""
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg", "alpha2:regularizer.default_alpha=2", "low-data=0.5"],
+                     data=str(tmp_path / "d1"))
+    grid = study_grid(spec.variants)
+    deltas = {"reg": [1.0, 2.0, 3.0], "alpha2": [2.0, 2.0, 5.0], "low-data=0.5": [0.0, 1.0, -1.0]}
+    for seed in range(3):
+        for variant in grid:
+            miou = 50.0 * (1 + deltas[variant.name][seed] / 100) if variant.name in deltas else 50.0
+            report = run_report_path(run_dir(tmp_path / "s", variant, seed), spec.data)
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps({"step": 800, "results": {"semseg": {"mIoU": miou}}}))
+    summary = write_summary(spec, grid, tmp_path / "s")
+    expected = pooled_paired({"reg": deltas["reg"], "alpha2": deltas["alpha2"]})
+    for name in ("reg", "alpha2"):
+        pooled = summary["variants"][name]["pooled"]["delta_m"]
+        assert pooled["dof"] == 2 and pooled["mean"] == pytest.approx(expected.intervals[name].mean)
+        assert pooled["low"] == pytest.approx(expected.intervals[name].low)
+    assert "pooled" not in summary["variants"]["low-data=0.5"] and "pooled" not in summary["variants"]["noreg"]
+    markdown = (tmp_path / "s" / "summary.md").read_text()
+    assert "| Delta_m (%) | Delta_m pooled (%) |" in markdown
+    assert f"| {study_module.paired_cell(summary['variants']['reg']['pooled']['delta_m'])} |" in markdown
+    assert markdown.count(" | - |") == 1  # low-data's row
+    assert pooled["run_sd"] == pytest.approx(expected.run_sd) and pooled["control_sd"] == pytest.approx(1.22, abs=0.01)
+    assert ("2 degrees of freedom among the variants of noreg, whose runs' noise sd is 0.71 against 1.22 for "
+            "noreg's own") in markdown
 
 
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):

@@ -6,8 +6,10 @@
     <out>/runs/<variant>/seed<k>  ordinary run folders (weights/, metrics.jsonl, results.csv, eval.<data>.json)
     <out>/results.csv             one row per run: variant, seed, every scalar metric, Delta_m vs its control
     <out>/summary.json, .md       per variant and metric: mean, sd and 95% t-interval over seeds; paired differences
-                                  to the control (same seeds) in every primary metric and in Delta_m; the seeds
-                                  a +/- 1 point Delta_m interval would need at that spread; with --eval-data,
+                                  to the control (same seeds) in every primary metric and in Delta_m; Delta_m's
+                                  interval again with the noise pooled over the variants of one control (a block
+                                  design: narrower if every run's noise is the same); the seeds a +/- 1 point
+                                  Delta_m interval would need at that spread; with --eval-data,
                                   that spread split into what the study's data and each other set share (the
                                   trained weights' own) and what each set adds (its sample of scenes); the
                                   environments the runs trained in (a bit-identical rerun needs the same one)
@@ -57,8 +59,8 @@ from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.reports import run_report_path
-from mtl3dcli.stats import (Interval, all_within, next_seed_count, paired, relative_change, seeds_for_half_width,
-                            split_spread, t_interval)
+from mtl3dcli.stats import (Interval, all_within, next_seed_count, paired, pooled_paired, relative_change,
+                            seeds_for_half_width, split_spread, t_interval)
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
@@ -460,6 +462,9 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
     resolution = spec.resolution
     summary: dict[str, Any] = {"preset": spec.preset, "seeds": seeds, "interval": "95% Student-t over seeds",
                                "paired": "differences to the control at the same seed",
+                               "pooled": "paired Delta_m intervals with the run-to-run noise pooled over the variants "
+                                         "of one control, assuming every run's noise is the same (a randomized "
+                                         "block design; stats.pooled_paired)",
                                "seeds_needed": f"seeds for a paired Delta_m interval of +/- {resolution:g} point at "
                                                "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
     if spec.half_width is not None:
@@ -474,6 +479,7 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
         summary["spread_split"] = ("the seed spread of the paired Delta_m on the study's data and on an eval_data "
                                    "set, split into the part both share and the part each adds "
                                    "(stats.split_spread); seeds_needed at the shared sd alone")
+    pooled = _pooled_delta_m(rows, grid, seeds, deltas)
     for variant in grid:
         values = {k: [rows[(variant.name, s)][k] for s in range(seeds)] for k in [*keys, *deltas]}
         control = variant.control
@@ -483,6 +489,8 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
                                          {s: rows[(control, s)][k] for s in range(seeds)}).to_json()
                                for k in keys}
             entry["paired"].update({k: t_interval(values[k]).to_json() for k in deltas})
+            if variant.name in pooled:
+                entry["pooled"] = pooled[variant.name]
             entry["seeds_needed"] = {k: seeds_for_half_width(entry["paired"][k]["sd"], resolution) for k in deltas}
             if split:
                 entry["spread_split"] = {k: _spread_split(values[deltas[0]], values[k], resolution)
@@ -495,6 +503,24 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
     fileio.write_text(out / "summary.md", summary_markdown(summary, keys, deltas, resolution))
     plot_study(out, summary, keys, deltas, grid, seeds)
     return summary
+
+
+def _pooled_delta_m(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant], seeds: int,
+                    deltas: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """variant -> Delta_m key -> its pooled interval (with `dof`, `run_sd` and `control_sd`) among the variants of
+    its control (`stats.pooled_paired`); variants alone with their control have none."""
+    groups: dict[str, list[str]] = {}
+    for variant in grid:
+        if variant.name != variant.control:
+            groups.setdefault(variant.control, []).append(variant.name)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in deltas:
+        for names in groups.values():
+            pooled = pooled_paired({name: [rows[(name, s)][key] for s in range(seeds)] for name in names})
+            for name, interval in (pooled.intervals.items() if pooled else ()):
+                out.setdefault(name, {})[key] = {**interval.to_json(), "dof": pooled.dof, "run_sd": pooled.run_sd,
+                                                 "control_sd": pooled.control_sd}
+    return out
 
 
 def _spread_split(own: list[float], other: list[float], resolution: float) -> dict[str, Any]:
@@ -563,16 +589,33 @@ def summary_markdown(summary: dict[str, Any], keys: list[str], deltas: list[str]
         metrics = entry["metrics"]
         lines.append("| " + " | ".join([name, *[_cell(metrics[k], 4) for k in keys],
                                         *[_cell(metrics[k]) for k in deltas]]) + " |")
+    pooled = [k for k in deltas if any(k in e.get("pooled", {}) for e in summary["variants"].values())]
+    columns = [*keys, *[k.replace("delta_m", "Delta_m (%)") for k in deltas],
+               *[k.replace("delta_m", "Delta_m pooled (%)") for k in pooled]]
     lines += ["", f"Paired differences to the control ({summary['paired']}); * = the interval excludes 0.", "",
-              "| variant | control | " + " | ".join([*keys, *[k.replace("delta_m", "Delta_m (%)") for k in deltas]])
-              + " |", "|" + "---|" * (len(keys) + len(deltas) + 2)]
+              "| variant | control | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for name, entry in summary["variants"].items():
         if "paired" not in entry:
             continue
         cells = [paired_cell(entry["paired"][key]) for key in [*keys, *deltas]]
+        cells += [paired_cell(entry["pooled"][key]) if key in entry.get("pooled", {}) else "-" for key in pooled]
         lines.append(f"| {name} | {entry['control']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + _seeds_needed_lines(summary, deltas, resolution)
+    return "\n".join(lines + _pooled_lines(summary, pooled) + _seeds_needed_lines(summary, deltas, resolution)
                      + _spread_lines(summary, deltas, resolution)) + "\n"
+
+
+def _pooled_lines(summary: dict[str, Any], pooled: list[str]) -> list[str]:
+    """What the pooled columns are: per control its degrees of freedom and the check of the assumption (one run's
+    noise sd from the variants against the control's own, on the study's data)."""
+    if not pooled:
+        return []
+    groups = {entry["control"]: entry["pooled"][pooled[0]] for entry in summary["variants"].values()
+              if pooled[0] in entry.get("pooled", {})}
+    return ["", f"Delta_m pooled: {summary['pooled']}: "
+                + "; ".join(f"{g['dof']} degrees of freedom among the variants of {control}, whose runs' noise sd "
+                            f"is {_number(g['run_sd'], '.2f')} against {_number(g['control_sd'], '.2f')} for "
+                            f"{control}'s own" for control, g in groups.items())
+                + " (a variant alone with its control has no pooled interval: -)."]
 
 
 def _sequential_note(summary: dict[str, Any]) -> str:
