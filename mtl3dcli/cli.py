@@ -288,6 +288,9 @@ def study(
                                                             "many points, or --max-seeds is reached.")] = None,
     max_seeds: Annotated[Optional[int], typer.Option(help="The most seeds a sequential study trains (default 10 "
                                                           "with --half-width).")] = None,
+    pooled: Annotated[bool, typer.Option("--pooled", help="With --half-width: judge a variant that shares its "
+                                         "control with others by its pooled Delta_m interval (assumes every run's "
+                                         "noise is the same; narrower, so fewer seeds).")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Study folder (default studies/<preset>).")] = None,
     jobs: Annotated[int, typer.Option(help="Runs at once, each in its own process with an equal share of the CPU "
                                            "threads (and its own GPU where there are several). A run's numbers "
@@ -308,7 +311,8 @@ def study(
             max_seeds = max(10, seeds)
         spec = StudySpec(preset=preset, seeds=seeds, variants=[v for v in variants.split(",") if v.strip()],
                          data=str(data) if data else None, eval_data=[str(p) for p in eval_data or []],
-                         overrides=list(overrides or []), steps=steps, half_width=half_width, max_seeds=max_seeds)
+                         overrides=list(overrides or []), steps=steps, half_width=half_width, max_seeds=max_seeds,
+                         pooled=pooled)
     target = out or Path("studies") / Path(spec.preset).stem
     summary = run_study(spec, target, console, jobs)
     out_console.print((target / "summary.md").read_text(encoding="utf-8"))

@@ -146,7 +146,8 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["preset", "set_key", "weights_corrupt", "weights_foreign", "task_unknown",
-                                  "task_absent", "size", "size_zero", "split", "study_seeds", "study_rule"])
+                                  "task_absent", "size", "size_zero", "split", "study_seeds", "study_rule",
+                                  "study_pooled"])
 def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, tiny_dataset, tmp_path,
                                                  monkeypatch, capsys):
     image, weights = bad_files["image"], tiny_weights
@@ -165,7 +166,8 @@ def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, t
         "split": (["evaluate", "--weights", weights, "--data", tiny_dataset, "--split", "nosuch"], "nosuch",
                   "available: train, val"),
         "study_seeds": (["study", "--seeds", "0"], "got 0", "at least 1 seed"),
-        "study_rule": (["study", "--max-seeds", "5"], "--half-width", "bounds a sequential study"),
+        "study_rule": (["study", "--max-seeds", "5"], "--half-width", "applies to a sequential study"),
+        "study_pooled": (["study", "--pooled"], "--half-width", "pooled (--pooled) applies to a sequential study"),
     }
     args, culprit, says = cases[case]
     monkeypatch.chdir(tmp_path)

@@ -110,8 +110,8 @@ def test_the_sequential_rule_keeps_its_coverage_in_simulation():
 
 
 def test_the_coverage_benchmark_simulates_both_rules(capsys, monkeypatch):
-    """benchmarks/sequential_coverage.py (the README's coverage figures) on a few studies: with no seed noise
-    every study stops at its start and covers; with huge noise every study runs to the maximum."""
+    """benchmarks/sequential_coverage.py (the README's coverage figures) on a few studies, for all three rules: with
+    no seed noise every study stops at its start and covers; with huge noise every study runs to the maximum."""
     import runpy
     import sys
     from pathlib import Path
@@ -121,7 +121,7 @@ def test_the_coverage_benchmark_simulates_both_rules(capsys, monkeypatch):
                                       "--max-seeds", "5"])
     runpy.run_path(str(script), run_name="__main__")
     results = json.loads(capsys.readouterr().out)["results"]
-    for rule in ("one seed at a time", "jump to the planned seeds"):
+    for rule in ("one seed at a time", "jump to the planned seeds", "pooled over 3 variants, one seed at a time"):
         assert results[rule]["0.0"] == {"coverage": 1.0, "met": 1.0, "mean_seeds": 3.0}
         assert results[rule]["100.0"]["mean_seeds"] == 5.0 and results[rule]["100.0"]["met"] == 0.0
 

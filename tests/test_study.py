@@ -245,14 +245,16 @@ def test_a_parallel_study_worker_takes_its_share_of_threads_and_its_own_gpu(monk
         study_module._WORKER_DEVICE = None
 
 
-def _fake_runs(monkeypatch, deltas: list[float]) -> list[tuple[str, int]]:
+def _fake_runs(monkeypatch, deltas: list[float] | dict[str, list[float]]) -> list[tuple[str, int]]:
     """Replace training with reports written at once: mIoU 50 for every control, 50 (1 + deltas[seed] / 100) for
-    `reg`, so reg's paired Delta_m at seed s is deltas[s]. Returns the (variant, seed) of every run "trained"."""
+    `reg` (or for each variant named in a dict of deltas), so reg's paired Delta_m at seed s is deltas[s]. Returns
+    the (variant, seed) of every run "trained"."""
     trained = []
+    per_variant = deltas if isinstance(deltas, dict) else {"reg": deltas}
 
     def fake(spec, variant, seed, run, device=None):
         config = spec.config(variant, seed)
-        miou = 50.0 * (1 + deltas[seed] / 100) if variant.name == "reg" else 50.0
+        miou = 50.0 * (1 + per_variant[variant.name][seed] / 100) if variant.name in per_variant else 50.0
         for data in [config.data.root, *spec.eval_data]:
             report = run_report_path(run, data)
             report.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +298,7 @@ def test_a_sequential_study_adds_seeds_until_its_intervals_are_narrow(tmp_path, 
     assert summary["seeds"] == 5 and paired_delta["n"] == 5 and paired_delta["mean"] == pytest.approx(1.0)
     assert (paired_delta["high"] - paired_delta["low"]) / 2 == pytest.approx(2.7764 * 0.7906 / 5 ** 0.5, abs=1e-3)
     assert summary["sequential"] == {"rule": summary["sequential"]["rule"], "start": 3, "half_width": 1.0,
-                                     "max_seeds": 6, "met": True}
+                                     "max_seeds": 6, "pooled": False, "met": True}
     assert ("Seeds: 5 (from 3, until every paired Delta_m interval is within +/- 1 point or 6 seeds: met)"
             in (tmp_path / "s" / "summary.md").read_text())
     trained.clear()
@@ -319,9 +321,33 @@ def test_a_sequential_study_stops_at_once_when_its_seeds_agree(tmp_path, monkeyp
     assert run_study(spec, tmp_path / "s", Console(quiet=True))["seeds"] == 3 and len(trained) == 6
 
 
+def test_a_pooled_sequential_study_judges_variants_of_one_control_together(tmp_path, monkeypatch):
+    """reg and alpha2 differ from noreg by 0, 2, 1 % and 1, 3, 2 %: their own intervals are +/- 2.48, but all their
+    seed-to-seed spread is shared (the control's), so the pooled residual is 0 and a --pooled study stops at its 3
+    seeds; low-data=0.5, alone with its control, is judged by its own interval (0, 2, 1, 1.5, 0.5: 5 seeds, as in
+    the unpooled test above). Without --pooled, reg and alpha2 take the study to 5 seeds as well."""
+    deltas = {"reg": [0.0, 2.0, 1.0, 1.5, 0.5, 9.0], "alpha2": [1.0, 3.0, 2.0, 2.5, 1.5, 9.0]}
+    trained = _fake_runs(monkeypatch, deltas)
+    spec = StudySpec(preset="demo", seeds=3, variants=["reg", "alpha2:regularizer.default_alpha=2"],
+                     data=str(tmp_path / "d1"), half_width=1.0, max_seeds=6, pooled=True)
+    summary = run_study(spec, tmp_path / "s", Console(quiet=True))
+    assert summary["seeds"] == 3 and len(trained) == 9 and summary["sequential"]["pooled"] is True
+    assert summary["variants"]["reg"]["pooled"]["delta_m"]["high"] == pytest.approx(1.0)  # mean 1 +/- 0
+    assert ("until every paired Delta_m interval (pooled where a variant has one) is within +/- 1 point or 6 seeds: "
+            "met)" in (tmp_path / "s" / "summary.md").read_text())
+    trained = _fake_runs(monkeypatch, {**deltas, "low-data=0.5": deltas["reg"]})
+    console = Console(file=io.StringIO(), width=200)
+    summary = run_study(StudySpec(**{**spec.__dict__, "variants": [*spec.variants, "low-data=0.5"]}),
+                        tmp_path / "s", console)
+    assert summary["seeds"] == 5 and "3 seeds give low-data=0.5 a paired Delta_m of +/- 2.48" in console.file.getvalue()
+    unpooled = run_study(StudySpec(**{**spec.__dict__, "pooled": False}), tmp_path / "u", Console(quiet=True))
+    assert unpooled["seeds"] == 5
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"seeds": 0}, "at least 1 seed"),
     ({"max_seeds": 8}, r"give half_width \(--half-width\) too"),
+    ({"pooled": True}, r"pooled \(--pooled\) applies to a sequential study"),
     ({"half_width": 0.0, "max_seeds": 8}, r"half_width \(--half-width\) must be positive"),
     ({"seeds": 1, "half_width": 1.0, "max_seeds": 8}, "starts from 2 or more seeds"),
     ({"half_width": 1.0}, "of at least seeds"),

@@ -31,7 +31,8 @@ A study folder grows: a rerun may ask for more seeds, other variants or another 
 scores only what is missing, as long as every run stays the run it was (same preset, data, overrides and steps;
 a variant name keeps its definition: each run's config.yaml is checked).
 `--half-width H --max-seeds M` makes the seed count sequential: after `--seeds` seeds, seeds are added one at a time
-until every variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`).
+until every variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`);
+with `--pooled`, a variant that shares its control with others is judged by its pooled interval.
 `--jobs N` trains N runs at once in worker processes (`run_parallel`).
 """
 
@@ -135,14 +136,17 @@ class StudySpec:
     steps: int | None = None
     half_width: float | None = None  # sequential seeds: add seeds until every paired Delta_m is within +/- this
     max_seeds: int | None = None  # ... or this many seeds are reached
+    pooled: bool = False  # ... where a variant has one, its pooled interval (stats.pooled_paired) decides
 
     def __post_init__(self):
         if self.seeds < 1:
             raise Mtl3dError(f"a study needs at least 1 seed, got {self.seeds}")
         if self.half_width is None:
-            if self.max_seeds is not None:
-                raise Mtl3dError("max_seeds (--max-seeds) bounds a sequential study: give half_width "
-                                 "(--half-width) too")
+            for name, flag, given in (("max_seeds", "--max-seeds", self.max_seeds is not None),
+                                      ("pooled", "--pooled", self.pooled)):
+                if given:
+                    raise Mtl3dError(f"{name} ({flag}) applies to a sequential study: give half_width "
+                                     "(--half-width) too")
             return
         if not self.half_width > 0:
             raise Mtl3dError(f"half_width (--half-width) must be positive, got {self.half_width}")
@@ -278,14 +282,16 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
             _run_seeds(spec, out, grid, seeds, jobs, console, progress, task)
             if spec.half_width is None:
                 break
-            widths = _delta_m_intervals(summary_rows(spec, grid, out, seeds)[0], grid, seeds)
+            widths = _delta_m_intervals(summary_rows(spec, grid, out, seeds)[0], grid, seeds, spec.pooled)
             wanted = next_seed_count(list(widths.values()), spec.half_width, spec.max_seeds) if widths else seeds
             if wanted == seeds:
                 break
             worst = max(widths, key=lambda name: math.inf if math.isnan(widths[name].half_width)  # one seed
                         else widths[name].half_width)
-            console.print(f"study: {seeds} seeds give {worst} a paired Delta_m of +/- "
-                          f"{widths[worst].half_width:.2f} points (wanted +/- {spec.half_width:g}): going to {wanted}")
+            kind = "pooled" if spec.pooled and any(worst in names and len(names) > 1
+                                                   for names in _control_groups(grid).values()) else "paired"
+            console.print(f"study: {seeds} seeds give {worst} a {kind} Delta_m of +/- {widths[worst].half_width:.2f} "
+                          f"points (wanted +/- {spec.half_width:g}): going to {wanted}")
             seeds = wanted
     return write_summary(spec, grid, out, seeds)
 
@@ -448,11 +454,17 @@ def summary_rows(spec: StudySpec, grid: list[Variant], out: Path,
     return rows, keys, [delta_m_key(dataset) for dataset in datasets]
 
 
-def _delta_m_intervals(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant],
-                       seeds: int) -> dict[str, Interval]:
-    """Each compared variant's paired Delta_m interval on the study's own data (what a sequential study narrows)."""
-    return {v.name: t_interval([rows[(v.name, s)][delta_m_key()] for s in range(seeds)]) for v in grid
-            if v.name != v.control}
+def _delta_m_intervals(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant], seeds: int,
+                       pooled: bool = False) -> dict[str, Interval]:
+    """Each compared variant's paired Delta_m interval on the study's own data (what a sequential study narrows);
+    with `pooled`, the interval pooled over the variants of its control where it has one (`_pooled_delta_m`)."""
+    own = {v.name: t_interval([rows[(v.name, s)][delta_m_key()] for s in range(seeds)]) for v in grid
+           if v.name != v.control}
+    if pooled:
+        shared = _pooled_delta_m(rows, grid, seeds, [delta_m_key()])
+        own.update({name: Interval(**{k: entry[delta_m_key()][k] for k in ("mean", "sd", "low", "high", "n")})
+                    for name, entry in shared.items()})
+    return own
 
 
 def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | None = None) -> dict[str, Any]:
@@ -468,11 +480,12 @@ def write_summary(spec: StudySpec, grid: list[Variant], out: Path, seeds: int | 
                                "seeds_needed": f"seeds for a paired Delta_m interval of +/- {resolution:g} point at "
                                                "the sd measured here (stats.seeds_for_half_width)", "variants": {}}
     if spec.half_width is not None:
-        widths = _delta_m_intervals(rows, grid, seeds)
+        widths = _delta_m_intervals(rows, grid, seeds, spec.pooled)
         summary["sequential"] = {
-            "rule": "seeds added until every paired Delta_m interval on the study's data is within +/- half_width "
-                    "or max_seeds is reached (stats.next_seed_count)",
-            "start": spec.seeds, "half_width": spec.half_width, "max_seeds": spec.max_seeds,
+            "rule": "seeds added until every paired Delta_m interval on the study's data (with pooled, the pooled "
+                    "one where a variant has it) is within +/- half_width or max_seeds is reached "
+                    "(stats.next_seed_count)",
+            "start": spec.seeds, "half_width": spec.half_width, "max_seeds": spec.max_seeds, "pooled": spec.pooled,
             "met": all_within(list(widths.values()), spec.half_width)}
     split = seeds >= 3 and len(deltas) > 1  # stats.split_spread needs 3 seeds and a second evaluation set
     if split:
@@ -509,18 +522,23 @@ def _pooled_delta_m(rows: dict[tuple[str, int], dict[str, float]], grid: list[Va
                     deltas: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     """variant -> Delta_m key -> its pooled interval (with `dof`, `run_sd` and `control_sd`) among the variants of
     its control (`stats.pooled_paired`); variants alone with their control have none."""
-    groups: dict[str, list[str]] = {}
-    for variant in grid:
-        if variant.name != variant.control:
-            groups.setdefault(variant.control, []).append(variant.name)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for key in deltas:
-        for names in groups.values():
+        for names in _control_groups(grid).values():
             pooled = pooled_paired({name: [rows[(name, s)][key] for s in range(seeds)] for name in names})
             for name, interval in (pooled.intervals.items() if pooled else ()):
                 out.setdefault(name, {})[key] = {**interval.to_json(), "dof": pooled.dof, "run_sd": pooled.run_sd,
                                                  "control_sd": pooled.control_sd}
     return out
+
+
+def _control_groups(grid: list[Variant]) -> dict[str, list[str]]:
+    """control -> the variants compared with it, in grid order."""
+    groups: dict[str, list[str]] = {}
+    for variant in grid:
+        if variant.name != variant.control:
+            groups.setdefault(variant.control, []).append(variant.name)
+    return groups
 
 
 def _spread_split(own: list[float], other: list[float], resolution: float) -> dict[str, Any]:
@@ -624,7 +642,9 @@ def _sequential_note(summary: dict[str, Any]) -> str:
     rule = summary.get("sequential")
     if rule is None:
         return ""
-    return (f" (from {rule['start']}, until every paired Delta_m interval is within +/- {rule['half_width']:g} point "
+    which = "paired Delta_m interval (pooled where a variant has one)" if rule.get("pooled") else \
+        "paired Delta_m interval"
+    return (f" (from {rule['start']}, until every {which} is within +/- {rule['half_width']:g} point "
             f"or {rule['max_seeds']} seeds: {'met' if rule['met'] else 'not met'})")
 
 
