@@ -6,7 +6,7 @@
 Every simulated study has one control and V variants with no effect; each run (the control's too) adds normal noise,
 and a variant's difference to the control at a seed is its run's noise minus the control run's. The pooled
 interval assumes every run's noise has the same sd; the settings break that on purpose (one variant twice as noisy,
-a control twice or half as noisy) to show what it costs. Prints one JSON object: per setting and method, the
+a control a quarter noisier, twice or half as noisy) to show what it costs. Prints one JSON object: per setting and method, the
 coverage of the true difference (0) by the first variant's and the noisiest variant's interval, and the mean
 half-width of the first variant's (in units of the runs' common noise sd).
 """

@@ -55,7 +55,8 @@ def simulate_pooled(sd: float, args: argparse.Namespace, rng: random.Random, var
     for _ in range(args.studies):
         runs = [seed_of_runs() for _ in range(args.start)]
         while True:
-            interval = pooled_paired({f"v{i}": [r[i + 1] - r[0] for r in runs] for i in range(variants)}).intervals["v0"]
+            differences = {f"v{i}": [r[i + 1] - r[0] for r in runs] for i in range(variants)}
+            interval = pooled_paired(differences).intervals["v0"]
             wanted = next_seed_count([interval], args.half_width, args.max_seeds)
             if wanted == len(runs):
                 break

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.stats import (next_seed_count, paired, pooled_paired, relative_change, seeds_for_half_width, split_spread, t_interval,
-                            t_quantile)
+from mtl3dcli.stats import (next_seed_count, paired, pooled_paired, relative_change, seeds_for_half_width,
+                            split_spread, t_interval, t_quantile)
 
 
 def test_t_quantiles_from_the_table():
