@@ -297,9 +297,9 @@ def study(
                                            "depend on its thread count.")] = 1,
 ) -> None:
     """Train and evaluate a grid of variants x seeds and summarize it: per variant the mean and 95% interval of every
-    primary metric, and the paired difference to the control (same seeds) with its interval. Rerunning finishes an
-    interrupted study and redoes no finished run; a rerun with more seeds, other variants or another --eval-data set
-    adds only what is missing."""
+    primary metric, and the paired difference to the control (same seeds) with its interval (for Delta_m also
+    pooled over the variants of one control). Rerunning finishes an interrupted study and redoes no finished run; a
+    rerun with more seeds, other variants or another --eval-data set adds only what is missing."""
     from mtl3dcli.commands.study import StudySpec, load_spec, run_study
 
     if jobs < 1:
