@@ -60,8 +60,8 @@ from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.reports import run_report_path
-from mtl3dcli.stats import (Interval, all_within, next_seed_count, paired, pooled_paired, relative_change,
-                            seeds_for_half_width, split_spread, t_interval)
+from mtl3dcli.stats import (Interval, PooledIntervals, all_within, next_seed_count, paired, pooled_paired,
+                            relative_change, seeds_for_half_width, split_spread, t_interval)
 from mtl3dcli.tasks import TASKS, get_task
 
 CONTROL = "noreg"
@@ -457,13 +457,12 @@ def summary_rows(spec: StudySpec, grid: list[Variant], out: Path,
 def _delta_m_intervals(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant], seeds: int,
                        pooled: bool = False) -> dict[str, Interval]:
     """Each compared variant's paired Delta_m interval on the study's own data (what a sequential study narrows);
-    with `pooled`, the interval pooled over the variants of its control where it has one (`_pooled_delta_m`)."""
+    with `pooled`, the interval pooled over the variants of its control where it has one (`_pooled_groups`)."""
     own = {v.name: t_interval([rows[(v.name, s)][delta_m_key()] for s in range(seeds)]) for v in grid
            if v.name != v.control}
     if pooled:
-        shared = _pooled_delta_m(rows, grid, seeds, [delta_m_key()])
-        own.update({name: Interval(**{k: entry[delta_m_key()][k] for k in ("mean", "sd", "low", "high", "n")})
-                    for name, entry in shared.items()})
+        for group in _pooled_groups(rows, grid, seeds, delta_m_key()):
+            own.update(group.intervals)
     return own
 
 
@@ -524,12 +523,19 @@ def _pooled_delta_m(rows: dict[tuple[str, int], dict[str, float]], grid: list[Va
     its control (`stats.pooled_paired`); variants alone with their control have none."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for key in deltas:
-        for names in _control_groups(grid).values():
-            pooled = pooled_paired({name: [rows[(name, s)][key] for s in range(seeds)] for name in names})
-            for name, interval in (pooled.intervals.items() if pooled else ()):
-                out.setdefault(name, {})[key] = {**interval.to_json(), "dof": pooled.dof, "run_sd": pooled.run_sd,
-                                                 "control_sd": pooled.control_sd}
+        for group in _pooled_groups(rows, grid, seeds, key):
+            for name, interval in group.intervals.items():
+                out.setdefault(name, {})[key] = {**interval.to_json(), "dof": group.dof, "run_sd": group.run_sd,
+                                                 "control_sd": group.control_sd}
     return out
+
+
+def _pooled_groups(rows: dict[tuple[str, int], dict[str, float]], grid: list[Variant], seeds: int,
+                   key: str) -> list[PooledIntervals]:
+    """`stats.pooled_paired` of `key` for each control with 2 or more variants."""
+    groups = (pooled_paired({name: [rows[(name, s)][key] for s in range(seeds)] for name in names})
+              for names in _control_groups(grid).values())
+    return [group for group in groups if group is not None]
 
 
 def _control_groups(grid: list[Variant]) -> dict[str, list[str]]:
