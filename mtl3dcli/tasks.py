@@ -311,6 +311,10 @@ class BinaryTask(Task):
 
     pos_weight: float | None = None  # weight of positives in a balanced BCE (negatives 1 - w); None = plain BCE
     balance: bool = False  # weight positives by the batch's own negative fraction (MTL-PyTorch's saliency loss)
+    # InvPT's saliency head: two logits (background, salient) under a softmax. Its class-weighted cross-entropy
+    # equals the (balanced) BCE of the logit difference, and softmax channel 1 is the sigmoid of it, so the loss and
+    # the prediction are computed on that difference; only the head's parameterization is upstream's.
+    two_class: bool = False
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return fileio.read_image(path, mode="L").astype(np.float32) / 255.0
@@ -319,7 +323,11 @@ class BinaryTask(Task):
         fileio.write_image(path, np.round(np.asarray(array, dtype=np.float32).clip(0, 1) * 255.0).astype(np.uint8))
 
     def channels(self, meta: DatasetMeta) -> int:
-        return 1
+        return 2 if self.two_class else 1
+
+    def logit(self, output: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) logit of the positive class: the output itself, or channel 1 minus channel 0 (two_class)."""
+        return output[:, 1:2] - output[:, :1] if self.two_class else output
 
     def to_tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
@@ -328,11 +336,11 @@ class BinaryTask(Task):
         return torch.ones_like(label[..., 0, :, :], dtype=torch.bool)
 
     def activate(self, output: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(output.float())
+        return torch.sigmoid(self.logit(output.float()))
 
     def loss(self, output: torch.Tensor, label: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         weight = losses.negative_fraction(label, valid) if self.balance else self.pos_weight
-        return losses.binary_cross_entropy(output, label, valid, weight)
+        return losses.binary_cross_entropy(self.logit(output), label, valid, weight)
 
     def colorize(self, prediction: np.ndarray, meta: DatasetMeta | None = None) -> np.ndarray:
         grey = np.round(np.asarray(prediction, dtype=np.float32).reshape(prediction.shape[-2:]).clip(0, 1) * 255)

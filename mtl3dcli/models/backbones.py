@@ -9,12 +9,14 @@ demo and the tests train in minutes on a CPU.
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mtl3dcli.errors import Mtl3dError
 
@@ -126,14 +128,78 @@ def _resnet50(options: dict[str, Any], width: int, pretrained: str | None) -> Ba
     return Backbone(encoder, [256, 512, 1024, 2048], [4, 8, 16, 32], extract)
 
 
+# Upstream HRNet (Multi-Task-Learning-PyTorch `models/seg_hrnet.py`, as HRNet-Semantic-Segmentation) differs from
+# timm's (HRNet-Image-Classification) in function, not in parameters: a coarser branch is fused into a finer one by
+# bilinear resizing to the finer branch's exact size (align_corners False) where timm uses nearest upsampling by a
+# scale factor, and every backbone BatchNorm has momentum 0.01 where timm's has 0.1. Compared once (upstream
+# ed3d9ac, float64, 96x128, random weights copied into upstream's `HighResolutionNet` by name order): W18-Small-v2 and
+# W48 outputs and running statistics are identical in eval and train mode; timm's own function differs by 26% (eval)
+# and 56% (train) of the output range. tests/test_hrnet_upstream.py checks the properties that make this so.
+UPSTREAM_BN_MOMENTUM = 0.01
+HRNET_FUSIONS = ("bilinear", "nearest")
+
+
+def _bilinear_fuse_forward(self: nn.Module, x: list[torch.Tensor]) -> list[torch.Tensor]:
+    """timm `HighResolutionModule.forward` with upstream's fusion: y_i = relu(sum_j f_ij(x_j)), each coarser term
+    resized bilinearly to x_i's size (its `fuse_layers[i][j]` ends in an Identity where timm had an Upsample)."""
+    if self.num_branches == 1:
+        return [self.branches[0](x[0])]
+    x = [branch(xi) for branch, xi in zip(self.branches, x)]
+    fused = []
+    for i, fuse_row in enumerate(self.fuse_layers):
+        y = fuse_row[0](x[0])
+        for j in range(1, self.num_branches):
+            term = fuse_row[j](x[j])
+            if j > i:
+                term = F.interpolate(term, size=x[i].shape[-2:], mode="bilinear", align_corners=False)
+            y = y + term
+        fused.append(self.fuse_act(y))
+    return fused
+
+
+def make_upstream_hrnet(encoder: nn.Module, fusion: str = "bilinear",
+                        bn_momentum: float | None = UPSTREAM_BN_MOMENTUM) -> nn.Module:
+    """Give a timm HRNet upstream's function in place: `fusion="bilinear"` swaps every fuse upsampler for an Identity
+    and resizes bilinearly in the module's forward; `bn_momentum` is set on every BatchNorm (None keeps timm's).
+    Parameter names and shapes are untouched, so timm's ImageNet weights load as before."""
+    from timm.models.hrnet import HighResolutionModule
+
+    if fusion not in HRNET_FUSIONS:
+        raise Mtl3dError(f"unknown HRNet fusion {fusion!r}; available: {', '.join(HRNET_FUSIONS)}")
+    for module in encoder.modules():
+        if isinstance(module, nn.BatchNorm2d) and bn_momentum is not None:
+            module.momentum = bn_momentum
+        if fusion == "bilinear" and isinstance(module, HighResolutionModule) and module.num_branches > 1:
+            for i, fuse_row in enumerate(module.fuse_layers):
+                for j in range(i + 1, module.num_branches):
+                    fuse_row[j][-1] = nn.Identity()  # was nn.Upsample(scale_factor=2 ** (j - i), mode="nearest")
+            module.forward = types.MethodType(_bilinear_fuse_forward, module)
+    return encoder
+
+
+def _hrnet(name: str) -> Callable[[dict[str, Any], int, str | None], Backbone]:
+    """A timm HRNet as upstream's. Backbone options `fusion` ("bilinear", upstream's default, or "nearest", timm's)
+    and `bn_momentum` (0.01 upstream; null keeps timm's 0.1); the rest go to timm."""
+    timm_build = _timm(name, {"feature_location": "", "out_indices": (1, 2, 3, 4)})
+
+    def build(options: dict[str, Any], width: int, pretrained: str | None) -> Backbone:
+        fusion = options.pop("fusion", "bilinear")
+        bn_momentum = options.pop("bn_momentum", UPSTREAM_BN_MOMENTUM)
+        backbone = timm_build(options, width, pretrained)
+        make_upstream_hrnet(backbone.encoder, fusion, bn_momentum)
+        return backbone
+
+    return build
+
+
 # HRNet: the raw branch outputs (18/36/72/144 channels for W18), as the standard multi-task HRNet baseline uses them.
 # "hrnet18" is HRNetV2-W18-Small-v2, the HRNet-18 of MTI-Net and the MTL codebases (3.86 M parameters); timm's full
-# W18 is `timm:hrnet_w18`.
+# W18 is `timm:hrnet_w18` (timm's function: nearest fusion, momentum 0.1).
 BACKBONES: dict[str, Callable[[dict[str, Any], int, str | None], Backbone]] = {
     "tiny": _tiny,
     "resnet50": _resnet50,
-    "hrnet18": _timm("hrnet_w18_small_v2", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
-    "hrnet48": _timm("hrnet_w48", {"feature_location": "", "out_indices": (1, 2, 3, 4)}),
+    "hrnet18": _hrnet("hrnet_w18_small_v2"),
+    "hrnet48": _hrnet("hrnet_w48"),
     "vit-s": _timm("vit_small_patch16_224", {"dynamic_img_size": True, "out_indices": (2, 5, 8, 11)}),
     "vit-l": _timm("vit_large_patch16_224", {"dynamic_img_size": True, "out_indices": (5, 11, 17, 23)}),
     "swin-t": _timm("swin_tiny_patch4_window7_224"),

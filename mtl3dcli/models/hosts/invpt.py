@@ -24,8 +24,8 @@ block), `redu_chan[0]` (the first stage skips it), the first stage's `fuse_attn`
 they cannot change any output or gradient, only memory, optimizer state, and (for `scale_embed[2]`) 10.7 GFLOPs per
 image. Every parameter that is used is rebuilt one for one, so the counts equal upstream's *used* parameters
 exactly: ViT-L NYUD 4 tasks at 448x576 395,453,326 (upstream total 402,092,888, -1.65%); PASCAL 5 tasks at 512x512
-415,957,608 with InvPT's 2-channel saliency, 415,955,942 with our registry's 1-channel saliency (upstream total
-422,929,810). Other faithful details: the attention scale is 1/sqrt(token width), not 1/sqrt(head width); the
+415,957,608 with InvPT's 2-channel saliency (the invpt-vitl-pascal preset's `data.task_options.saliency.two_class`),
+415,955,942 with the registry's default 1-channel saliency (upstream total 422,929,810). Other faithful details: the attention scale is 1/sqrt(token width), not 1/sqrt(head width); the
 decoder has no drop path (upstream's 0.15 is a linspace over depth 1, i.e. 0); q/k/v/out projections, LayerNorms
 and MLP are shared by the tasks, only the query convolution and the upsampling blocks are per task. BatchNorm is
 plain BatchNorm2d (upstream SyncBatchNorm; convert under DDP if wanted).

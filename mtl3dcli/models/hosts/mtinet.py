@@ -24,7 +24,9 @@ Parameter counts equal upstream's exactly (random init; research/hosts.md): HRNe
 PASCAL 5 tasks 24,494,171; HRNet-48 165,402,153 and 211,871,031. Almost all of it is decoder, and most of the
 decoder is the distillation: N(N-1) spatial-attention blocks of two 3x3 convs per scale. With
 fpm_attention="upstream" and the same weights and backbone, outputs and deep-supervision maps equal the upstream
-`MTINet`'s exactly in float64 (checked once against upstream commit ed3d9ac).
+`MTINet`'s exactly in float64 (checked once against upstream commit ed3d9ac). The backbone is upstream's function
+too (backbones.py: bilinear branch fusion, BatchNorm momentum 0.01): with the same weights, upstream `seg_hrnet`'s
+HRNet-W18-Small-v2 and W48 give identical float64 outputs and BatchNorm running statistics in eval and train mode.
 
 host_options:
   fpm_attention  "tasks" (default): the FPM's softmax runs across the N tasks for every channel and pixel, the
