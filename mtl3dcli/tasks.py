@@ -374,14 +374,18 @@ class SaliencyTask(BinaryTask):
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        ClassTask("semseg", "semantic segmentation", ("seg", "segmentation", "sem"), "segmentation", ".png",
-                  1.0, "mIoU", True),
-        DepthTask("depth", "depth", ("dep",), "depth", ".npy", 1.0, "rmse", False),
-        NormalsTask("normals", "surface normals", ("normal", "sn", "norm"), "normals", ".png", 10.0, "mean", False),
-        EdgeTask("edge", "boundaries", ("edges", "boundary", "boundaries"), "edge", ".png", 50.0, "odsF", True,
-                 pos_weight=0.95),
-        ClassTask("parts", "human parts", ("human_parts", "part"), "parts", ".png", 2.0, "mIoU", True),
-        SaliencyTask("saliency", "saliency", ("sal",), "saliency", ".png", 5.0, "maxF", True, balance=True),
+        ClassTask(name="semseg", title="semantic segmentation", aliases=("seg", "segmentation", "sem"),
+                  folder="segmentation", suffix=".png", loss_weight=1.0, primary_metric="mIoU", higher_is_better=True),
+        DepthTask(name="depth", title="depth", aliases=("dep",), folder="depth", suffix=".npy", loss_weight=1.0,
+                  primary_metric="rmse", higher_is_better=False),
+        NormalsTask(name="normals", title="surface normals", aliases=("normal", "sn", "norm"), folder="normals",
+                    suffix=".png", loss_weight=10.0, primary_metric="mean", higher_is_better=False),
+        EdgeTask(name="edge", title="boundaries", aliases=("edges", "boundary", "boundaries"), folder="edge",
+                 suffix=".png", loss_weight=50.0, primary_metric="odsF", higher_is_better=True, pos_weight=0.95),
+        ClassTask(name="parts", title="human parts", aliases=("human_parts", "part"), folder="parts", suffix=".png",
+                  loss_weight=2.0, primary_metric="mIoU", higher_is_better=True),
+        SaliencyTask(name="saliency", title="saliency", aliases=("sal",), folder="saliency", suffix=".png",
+                     loss_weight=5.0, primary_metric="maxF", higher_is_better=True, balance=True),
     )
 }
 _ALIASES = {alias: name for name, task in TASKS.items() for alias in (name, *task.aliases)}
