@@ -8,7 +8,7 @@ DEMO_DATA  ?= data/synthetic
 DEMO_RUN   ?= runs/demo
 STAMP  := $(VENV)/.mtl3d-installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner-loop subset: everything but the end-to-end tests marked `slow` (tiny trainings, studies, subprocesses).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The whole product on the embedded synthetic scenes: data -> train (with the regularizer) -> evaluate -> predict ->
 # novel views. Re-running reuses what exists (an interrupted run resumes from its last checkpoint).

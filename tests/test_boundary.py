@@ -257,6 +257,7 @@ def _compare_with_pyedgeeval(maps, thresholds, max_dist=0.011) -> tuple[float, f
     return _ods_f(np.array(ours)), _ods_f(np.array(theirs))
 
 
+@pytest.mark.slow
 def test_odsf_within_a_tenth_of_pyedgeeval_on_demo_maps():
     # every 5th HED threshold: the property holds threshold by threshold, the full list only costs time
     maps = []
@@ -282,6 +283,7 @@ def test_odsf_within_a_tenth_of_pyedgeeval_on_nyuv2_size_maps():
 # --- worker processes -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_edge_worker_processes_give_identical_counts():
     boundary = _scene(40, 48, 4, seed=3)
     probability = torch.from_numpy(np.stack([_trained_looking(boundary, s, noise=0.4) for s in range(3)])).float()
@@ -297,6 +299,7 @@ def test_edge_worker_processes_give_identical_counts():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal mask from /proc")
+@pytest.mark.slow
 def test_edge_workers_leave_ctrl_c_to_the_parent():
     # Ctrl-C used to reach the fork server and its workers too, each printing a traceback (one while importing):
     # they now ignore SIGINT, and the parent (a training run saving its checkpoint, or evaluate) handles it.

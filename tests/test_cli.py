@@ -128,17 +128,20 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     return {"image": image, "corrupt": corrupt, "foreign": foreign, "absent": work / "absent.safetensors"}
 
 
+@pytest.mark.slow
 def test_unknown_dataset_in_a_subprocess(tmp_path):
     assert_one_line_error(*run(["download", "nosuch", "--out", tmp_path / "d"], tmp_path), "nosuch")
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_missing_weights_in_a_subprocess(bad_files, tmp_path):
     code, out, err = run(["predict", bad_files["image"], "--weights", bad_files["absent"]], tmp_path)
     assert_one_line_error(code, out, err, "absent.safetensors")
     assert "not found" in err
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     code, _, err = run(["--debug", "download", "nosuch"], tmp_path)
     assert code != 0
@@ -208,6 +211,7 @@ def test_corrupt_file_read_by_a_worker_is_one_line(damaged_dataset, tiny_weights
     assert "worker" not in err and "corrupt" in err
 
 
+@pytest.mark.slow
 def test_corrupt_file_mid_training_saves_the_last_good_state(damaged_dataset, tmp_path, monkeypatch, capsys):
     from conftest import TINY_OVERRIDES
 

@@ -46,6 +46,7 @@ def test_a_shifted_prediction_is_less_consistent(tiny_dataset):
     assert stretched["semseg"] == 100.0  # the other tasks are untouched
 
 
+@pytest.mark.slow
 def test_the_evaluate_report_includes_consistency(tiny_weights, tiny_dataset, tmp_path):
     from mtl3dcli.commands.evaluate import run_evaluation
 

@@ -34,6 +34,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 def test_cpu_training_reuses_freed_memory_without_page_faults():
     """Steps that allocate and free the same buffers: with `retain_freed_memory` the later steps reuse them; glibc's
     default gives the large ones back to the kernel and page-faults them in again every step (fresh processes, so

@@ -16,6 +16,7 @@ from mtl3dcli.weights import load_weights
 WORKER = Path(__file__).parent / "ddp_worker.py"
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training_keeps_ranks_in_sync(tmp_path, tiny_dataset):
     try:
         import torch.distributed.run  # noqa: F401

@@ -301,6 +301,7 @@ def test_interrupt_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, t
     assert training_environments(run_dir) == [describe(torch.device("cpu"))]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_matches_the_uninterrupted_run(tmp_path, tiny_dataset, reference_run, one_thread):
     """`mtl3d train` in a subprocess is SIGKILLed once a checkpoint exists; resuming then reproduces the reference
     run's losses and learning rates for every later step (the last record of a step logged twice), and its final

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "numerics_fingerprint.py"
 
 
@@ -17,6 +19,7 @@ def _fingerprints(data: Path, *extra: str) -> dict:
     return json.loads(done.stdout)["fingerprints"]
 
 
+@pytest.mark.slow
 def test_the_numerics_fingerprint_repeats_and_tells_settings_apart(tmp_path):
     first = _fingerprints(tmp_path / "data", "--settings", "demo,demo-noreg")
     assert (tmp_path / "data" / "meta.json").is_file()  # generated once, reused by the second call
@@ -25,6 +28,7 @@ def test_the_numerics_fingerprint_repeats_and_tells_settings_apart(tmp_path):
     assert first["demo"]["losses_sha256"] != first["demo-noreg"]["losses_sha256"]
 
 
+@pytest.mark.slow
 def test_an_unknown_setting_is_one_line():
     done = subprocess.run([sys.executable, str(SCRIPT), "--settings", "demo,nope"], capture_output=True, text=True)
     assert done.returncode != 0 and done.stderr.strip() == (

@@ -136,6 +136,7 @@ def test_vit_small_outputs_at_input_size(setup, size):
         assert tuple(out.aux["inter"][name].shape) == (2, c, (h16 + 1) // 2, (w16 + 1) // 2)
 
 
+@pytest.mark.slow
 def test_train_step_reaches_every_parameter(setup):
     config, dataset, model = setup
     model = copy.deepcopy(model).train()
@@ -155,6 +156,7 @@ def test_train_step_reaches_every_parameter(setup):
     assert model.regularizer is not None and any(p.grad is not None for p in model.regularizer.parameters())
 
 
+@pytest.mark.slow
 def test_weights_round_trip(setup, tmp_path):
     config, dataset, model = setup
     path = save_weights(tmp_path / "invpt.safetensors", model.state_dict(), config, dataset.meta, step=0)

@@ -127,6 +127,7 @@ def _batch(config, root):
     return default_collate([dataset[0], dataset[1]])
 
 
+@pytest.mark.slow
 def test_training_step_with_the_regularizer(tiny_dataset):
     config = _config(tiny_dataset)
     torch.manual_seed(0)
@@ -151,6 +152,7 @@ def test_training_step_with_the_regularizer(tiny_dataset):
     assert [name for name, module in parts.items() if not reached(module)] == []
 
 
+@pytest.mark.slow
 def test_weights_round_trip(tmp_path, tiny_dataset):
     config = _config(tiny_dataset)
     meta = DatasetLayout(tiny_dataset).meta

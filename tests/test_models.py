@@ -223,6 +223,7 @@ def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length)
     torch.testing.assert_close(mid.depth, torch.full_like(mid.depth, depth), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_recomputing_autograd_functions_pass_gradcheck():
     # the two custom backward passes of the field (activations recomputed instead of kept), in float64
     from mtl3dcli.models.regularizer import _CompositeOfTaskHidden, _LinearOfReluSum

@@ -34,6 +34,7 @@ def test_every_preset_has_a_description_and_a_noreg_twin():
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
+@pytest.mark.slow
 def test_paper_preset_trains_two_steps(name, tiny_dataset, pascal_dataset, tmp_path, monkeypatch, capsys):
     pascal = "pascal" in name
     monkeypatch.chdir(tmp_path)

@@ -109,6 +109,7 @@ def test_the_sequential_rule_keeps_its_coverage_in_simulation():
     assert 0.92 <= covered / 2000 <= 0.96 and met == 2000 and 4.2 <= seeds / 2000 <= 4.8
 
 
+@pytest.mark.slow
 def test_the_coverage_benchmark_simulates_both_rules(capsys, monkeypatch):
     """benchmarks/sequential_coverage.py (the README's coverage figures) on a few studies, for all three rules: with
     no seed noise every study stops at its start and covers; with huge noise every study runs to the maximum."""

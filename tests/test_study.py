@@ -58,6 +58,7 @@ def tiny_study(tmp_path_factory, tiny_dataset):
     return spec, out, run_study(spec, out, Console(quiet=True))
 
 
+@pytest.mark.slow
 def test_a_tiny_study_writes_every_output(tiny_study):
     spec, out, summary = tiny_study
     assert set(summary["variants"]) == {"noreg", "noreg+low-data=0.5", "reg", "low-data=0.5", "alpha2"}
@@ -146,6 +147,7 @@ def test_the_variants_of_one_control_share_a_pooled_delta_m_interval(tmp_path):
             "noreg's own") in markdown
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):
     spec, out, summary = tiny_study
     monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: pytest.fail("a finished run was redone"))
@@ -165,6 +167,7 @@ def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):
     assert run_study(spec, out, Console(quiet=True)) == summary  # and the study itself is as it was
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
     spec, out, _ = tiny_study
     grid = {v.name: v for v in study_grid(spec.variants)}
@@ -178,6 +181,7 @@ def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
     assert done == [(grid["reg"], 1)] and list(run.glob("eval.*.json"))
 
 
+@pytest.mark.slow
 def test_a_run_missing_one_report_is_scored_on_that_set_only(tiny_study, monkeypatch):
     """A study that adds an evaluation set to finished runs (or was killed between two evaluations) scores only the
     sets without a report of the last weights."""
@@ -194,6 +198,7 @@ def test_a_run_missing_one_report_is_scored_on_that_set_only(tiny_study, monkeyp
     assert scored == ["narrow"]
 
 
+@pytest.mark.slow
 def test_a_parallel_study_trains_the_runs_a_sequential_one_does(tmp_path, tiny_dataset, monkeypatch):
     """--jobs 2 runs the grid in two spawned worker processes with half the CPU threads each: at equal threads per
     run (one here) it writes the same results as the sequential study, and a rerun does no work."""
@@ -213,6 +218,7 @@ def test_a_parallel_study_trains_the_runs_a_sequential_one_does(tmp_path, tiny_d
     assert run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2) == parallel
 
 
+@pytest.mark.slow
 def test_a_failed_run_of_a_parallel_study_stops_it_with_its_own_error(tmp_path, tiny_dataset):
     spec = StudySpec(preset="demo", seeds=1, variants=["reg"], data=str(tmp_path / "missing"),
                      overrides=[*TINY_OVERRIDES, "train.steps=2"])
@@ -265,6 +271,7 @@ def _fake_runs(monkeypatch, deltas: list[float] | dict[str, list[float]]) -> lis
     return trained
 
 
+@pytest.mark.slow
 def test_a_study_folder_grows_by_what_is_missing_only(tmp_path, monkeypatch):
     trained = _fake_runs(monkeypatch, [1.0, 2.0, 3.0, 4.0])
     spec = StudySpec(preset="demo", seeds=2, variants=["reg"], data=str(tmp_path / "d1"))
@@ -282,6 +289,7 @@ def test_a_study_folder_grows_by_what_is_missing_only(tmp_path, monkeypatch):
     assert len(trained) == 12
 
 
+@pytest.mark.slow
 def test_a_sequential_study_adds_seeds_until_its_intervals_are_narrow(tmp_path, monkeypatch):
     """Paired Delta_m 0, 2, 1 % on seeds 0-2: sd 1, +/- 2.48 > 1 -> seed 3 (1.5 %): sd 0.854, +/- 1.36 -> seed 4
     (0.5 %): 0, 2, 1, 1.5, 0.5 has sd 0.791, +/- 2.776 * 0.791 / sqrt(5) = 0.98: met, seed 5 is never trained."""
@@ -321,6 +329,7 @@ def test_a_sequential_study_stops_at_once_when_its_seeds_agree(tmp_path, monkeyp
     assert run_study(spec, tmp_path / "s", Console(quiet=True))["seeds"] == 3 and len(trained) == 6
 
 
+@pytest.mark.slow
 def test_a_pooled_sequential_study_judges_variants_of_one_control_together(tmp_path, monkeypatch):
     """reg and alpha2 differ from noreg by 0, 2, 1 % and 1, 3, 2 %: their own intervals are +/- 2.48, but all their
     seed-to-seed spread is shared (the control's), so the pooled residual is 0 and a --pooled study stops at its 3

@@ -391,6 +391,7 @@ def test_parse_fov_range():
             parse_fov_range(text)
 
 
+@pytest.mark.slow
 def test_cli_defaults_match_the_generator_and_bad_fov_range_is_one_line(tmp_path):
     from mtl3dcli.cli import download
 
