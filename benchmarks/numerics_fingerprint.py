@@ -5,9 +5,10 @@ SHA-256 of each run's final model weights and of its logged training losses.
     python benchmarks/numerics_fingerprint.py [--steps 12] [--data DIR] [--settings demo,demo-point,...]
 
 Run it before and after a change that should change no number (a refactor, an exact speed rewrite) on the same
-machine: equal fingerprints mean every committed study still holds at the new commit; a different one means the
-change alters training numerics (even in the last bit, which 800 steps grow into seed-sized differences) and every
-study in README must be rerun. The digests depend on the CPU's kernels, so compare them only within one machine
+machine: equal fingerprints mean the committed studies would reproduce at the new commit; a different one means the
+change alters training numerics (even in the last bit, which 800 steps grow into seed-sized differences): the core
+study (README's table) is rerun and the other study pages keep the commit they were made at
+(docs/studies/README.md). The digests depend on the CPU's kernels, so compare them only within one machine
 (`environment` says which). Prints one JSON object.
 """
 

@@ -111,7 +111,7 @@ def test_the_sequential_rule_keeps_its_coverage_in_simulation():
 
 @pytest.mark.slow
 def test_the_coverage_benchmark_simulates_both_rules(capsys, monkeypatch):
-    """benchmarks/sequential_coverage.py (the README's coverage figures) on a few studies, for all three rules: with
+    """benchmarks/sequential_coverage.py (the coverage figures of docs/studies/sequential.md) on a few studies, for all three rules: with
     no seed noise every study stops at its start and covers; with huge noise every study runs to the maximum."""
     import runpy
     import sys
@@ -166,7 +166,7 @@ def test_pooled_intervals_cover_and_are_narrower_when_every_run_has_the_same_noi
 
 
 def test_the_pooled_coverage_benchmark_shows_the_gain_and_the_assumption(capsys, monkeypatch):
-    """benchmarks/pooled_coverage.py (the README's figures) on 400 studies: with equal noise the pooled interval is
+    """benchmarks/pooled_coverage.py (the figures of docs/studies/pooling.md) on 400 studies: with equal noise the pooled interval is
     narrower than the per-variant one; with a control twice as noisy as its variants it covers clearly less."""
     import runpy
     import sys
