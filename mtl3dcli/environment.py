@@ -10,6 +10,8 @@ spread.
 from __future__ import annotations
 
 import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> str:
+    """The package version, plus the git commit when it runs from a checkout ("0.1.0+a4abdd4", "+dirty" with
+    uncommitted changes): the commit a study table is a record of."""
+    try:
+        version = metadata.version("mtl3d")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return version
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+{commit}{'.dirty' if dirty else ''}"
+
+
 def describe(device: torch.device) -> dict[str, Any]:
-    """What decides a run's float results besides code, data and config: device, instruction set, thread count and
-    library versions."""
-    env: dict[str, Any] = {"device": device.type, "cpu": cpu_model(),
+    """What decides a run's float results besides data and config: the code's commit, device, instruction set,
+    thread count and library versions."""
+    env: dict[str, Any] = {"code": code_version(), "device": device.type, "cpu": cpu_model(),
                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
                            "python": platform.python_version()}
@@ -73,6 +96,8 @@ def training_environments(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def summarize(env: dict[str, Any]) -> str:
-    """One line: "Intel(R) Xeon(R) Processor (AVX512), 2 threads, torch 2.14.1" (+ the GPU on CUDA)."""
+    """One line: "Intel(R) Xeon(R) Processor (AVX512), 2 threads, torch 2.14.1, mtl3d 0.1.0+a4abdd4" (the GPU on
+    CUDA; runs recorded before the code version was have none)."""
     where = f"{env['gpu']}, CUDA {env['cuda']}" if env.get("gpu") else f"{env['cpu']} ({env['cpu_capability']})"
-    return f"{where}, {env['threads']} threads, torch {env['torch']}"
+    code = f", mtl3d {env['code']}" if env.get("code") else ""
+    return f"{where}, {env['threads']} threads, torch {env['torch']}{code}"

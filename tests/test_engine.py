@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 from conftest import TINY_OVERRIDES, tiny_config
 from safetensors.torch import save_file
 
+import mtl3dcli
 from mtl3dcli.config import TrainConfig, load_config
 from mtl3dcli.data.layout import DatasetLayout
 from mtl3dcli.meta import DatasetMeta
@@ -27,7 +29,7 @@ from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.weights import load_weights, save_weights
 from mtl3dcli.data.loader import EpochSampler
 from mtl3dcli.engine.trainer import lr_factor, train
-from mtl3dcli.environment import describe, summarize, training_environments
+from mtl3dcli.environment import code_version, describe, summarize, training_environments
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import build_model, model_from_weights
 
@@ -268,6 +270,17 @@ def test_training_environments_are_the_distinct_ones_of_every_start(tmp_path):
     gpu = {**cpu, "device": "cuda", "gpu": "H200", "cuda": "13.0"}
     assert summarize(gpu) == "H200, CUDA 13.0, 2 threads, torch 2.4.0"
     assert describe(torch.device("cpu"))["torch"] == torch.__version__
+    assert summarize({**cpu, "code": "0.1.0+a4abdd4"}) == "Some CPU (AVX2), 2 threads, torch 2.4.0, mtl3d 0.1.0+a4abdd4"
+
+
+def test_code_version_names_the_checkouts_commit():
+    """A run records the commit it trained at (the one its study table is a record of), when run from a checkout."""
+    root = Path(mtl3dcli.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert re.fullmatch(rf"\d+\.\d+\.\d+\+{head}(\.dirty)?", code_version())
 
 
 def test_huge_learning_rate_diverges_into_the_non_finite_stop(tmp_path, tiny_dataset):
