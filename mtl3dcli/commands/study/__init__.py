@@ -33,16 +33,20 @@ a variant name keeps its definition: each run's config.yaml is checked).
 `--half-width H --max-seeds M` makes the seed count sequential: after `--seeds` seeds, seeds are added one at a time
 until every variant's paired Delta_m interval is within +/- H points or M seeds are reached (`stats.next_seed_count`);
 with `--pooled`, a variant that shares its control with others is judged by its pooled interval.
-`--jobs N` trains N runs at once in worker processes (`runner.run_parallel`).
+`--jobs N` trains N runs at once in worker processes (`runner.run_parallel`); `--launcher submitit` submits each run
+as a job, on SLURM or with submitit's local executor (`cluster`, docs/cluster.md).
 
-Modules, each importing only those before it: `spec` (the grid, StudySpec, run folders), `summary` (the numbers),
-`report` (the files: results.csv, summary.json/.md, plots), `runner` (training the grid).
+Modules, each importing only those before it: `spec` (the grid, StudySpec, its launcher, run folders), `runs` (one
+run: trained, scored, training and scoring it), `summary` (the numbers), `report` (the files: results.csv,
+summary.json/.md, plots), `cluster` (the submitit launcher), `runner` (running the grid).
 """
 
 from mtl3dcli.commands.study.report import _cell, paired_cell, summary_markdown, write_summary
 from mtl3dcli.commands.study.runner import run_study, train_and_evaluate
-from mtl3dcli.commands.study.spec import StudySpec, Variant, load_spec, parse_variant, run_dir, study_grid
+from mtl3dcli.commands.study.spec import (LauncherSpec, StudySpec, Variant, load_spec, parse_variant, run_dir,
+                                          study_grid, with_launcher)
 from mtl3dcli.commands.study.summary import delta_m_vs
 
-__all__ = ["StudySpec", "Variant", "_cell", "delta_m_vs", "load_spec", "paired_cell", "parse_variant", "run_dir",
-           "run_study", "study_grid", "summary_markdown", "train_and_evaluate", "write_summary"]
+__all__ = ["LauncherSpec", "StudySpec", "Variant", "_cell", "delta_m_vs", "load_spec", "paired_cell", "parse_variant",
+           "run_dir", "run_study", "study_grid", "summary_markdown", "train_and_evaluate", "with_launcher",
+           "write_summary"]

@@ -3,7 +3,6 @@ grow a sequential study's seeds until its Delta_m intervals are narrow enough.""
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import os
@@ -19,87 +18,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
+from mtl3dcli.commands.study.cluster import require_submitit, submit_runs
 from mtl3dcli.commands.study.report import write_summary
-from mtl3dcli.commands.study.spec import RUN_FIELDS, StudySpec, Variant, run_datasets, run_dir, study_grid
+from mtl3dcli.commands.study.runs import check_existing_runs, run_finished, train_and_evaluate
+from mtl3dcli.commands.study.spec import RUN_FIELDS, StudySpec, Variant, run_dir, study_grid
 from mtl3dcli.commands.study.summary import control_groups, delta_m_intervals, summary_rows
-from mtl3dcli.config import Config
 from mtl3dcli.errors import Interrupted, Mtl3dError
-from mtl3dcli.reports import run_report_path
 from mtl3dcli.stats import next_seed_count
 
 
-def _scored(report: Path, steps: int) -> bool:
-    """Whether `report` holds an evaluation of the run's last weights (after `steps` steps)."""
-    return report.is_file() and fileio.read_json(report).get("step") == steps
-
-
-def run_finished(spec: StudySpec, variant: Variant, seed: int, run: Path) -> bool:
-    config = spec.config(variant, seed)
-    return all(_scored(run_report_path(run, data), config.train.steps) for data in run_datasets(spec, config))
-
-
-def check_existing_runs(spec: StudySpec, grid: list[Variant], out: Path) -> None:
-    """Refuse a study folder whose runs of the grid's variants, any seed, were trained with another configuration
-    than the study now asks of them (a variant name given a new definition, an edited preset file): their results
-    would be filed under the wrong variant. The device is free (a parallel study puts runs on several GPUs)."""
-    for variant in grid:
-        for run in sorted(run_dir(out, variant, 0).parent.glob("seed*")):
-            seed = run.name.removeprefix("seed")
-            if seed.isdigit():
-                _check_run_config(run, spec.config(variant, int(seed)))
-
-
-def _check_run_config(run: Path, config: Config) -> None:
-    path = run / "config.yaml"
-    if not path.is_file():
-        return
-    trained = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    wanted = _flat(yaml.safe_load(yaml.safe_dump(config.to_dict())))
-    differ = [key for key in sorted(set(trained) & set(wanted))  # a setting added since the run keeps its default
-              if key != "train.device" and trained[key] != wanted[key]]
-    if differ:
-        key = differ[0]
-        raise Mtl3dError(f"{run} was trained with another configuration ({key}: {trained[key]!r}, the study now "
-                         f"asks {wanted[key]!r}); give the variant another name or the study another --out")
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"seed": 0}} -> {"train.seed": 0}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def train_and_evaluate(spec: StudySpec, variant: Variant, seed: int, run: Path, device: str | None = None) -> None:
-    """Train (resuming an interrupted run) into `run`, then score its last weights on every dataset of the study
-    that has no report of them yet: training itself writes the report on the study's data (its final validation),
-    and a study that adds an evaluation set to finished runs scores only that set.
-    `device` overrides the preset's train.device (a parallel study's GPU per worker)."""
-    from mtl3dcli.commands.evaluate import run_evaluation
-    from mtl3dcli.engine.trainer import train
-
-    config = spec.config(variant, seed)
-    if device is not None:
-        config.train.device = device
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / "train.log", "a", encoding="utf-8") as log:
-        train(config, run, resume=(run / "weights" / "last.state.pt").is_file(), console=Console(file=log))
-    for data in run_datasets(spec, config):
-        report = run_report_path(run, data)
-        if not _scored(report, config.train.steps):
-            run_evaluation(run / "weights" / "last.safetensors", data=Path(data), out=report,
-                           device=device or "auto", console=Console(file=io.StringIO()))
-
-
 def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> dict[str, Any]:
-    """Run every missing (variant, seed) of the grid, `jobs` at a time (`run_parallel`), then write results.csv, the
-    summaries and the plots. A sequential study (`spec.half_width`) repeats this with more seeds until
-    `stats.next_seed_count` says its intervals are narrow enough or max_seeds is reached."""
+    """Run every missing (variant, seed) of the grid, `jobs` at a time (`run_parallel`) or each as a submitit job
+    (`spec.launcher`, `cluster.submit_runs`), then write results.csv, the summaries and the plots. A sequential
+    study (`spec.half_width`) repeats this with more seeds until `stats.next_seed_count` says its intervals are
+    narrow enough or max_seeds is reached."""
     grid = study_grid(spec.variants)
+    if spec.launcher.name == "submitit":
+        require_submitit()
+        if jobs > 1:
+            raise Mtl3dError("--jobs applies to the local launcher: with --launcher submitit every run is a job")
     _check_study_file(out, spec)
     check_existing_runs(spec, grid, out)
     fileio.write_text(out / "study.yaml", yaml.safe_dump(asdict(spec), sort_keys=False))  # the latest request
@@ -144,11 +81,14 @@ def _run_seeds(spec: StudySpec, out: Path, grid: list[Variant], seeds: int, jobs
 
     def finished(seconds: float) -> None:
         durations.append(seconds)
-        eta = sum(durations) / len(durations) * (len(todo) - len(durations)) / min(jobs, len(todo))
+        at_once = len(todo) if spec.launcher.name == "submitit" else min(jobs, len(todo))
+        eta = sum(durations) / len(durations) * (len(todo) - len(durations)) / at_once
         progress.update(task, advance=1, eta=time.strftime("%H:%M:%S", time.gmtime(eta)))
 
     try:
-        if jobs > 1 and len(todo) > 1:
+        if spec.launcher.name == "submitit" and todo:
+            submit_runs(spec, out, todo, started, finished)
+        elif jobs > 1 and len(todo) > 1:
             run_parallel(spec, out, todo, jobs, started, finished)
         else:
             for variant, seed in todo:

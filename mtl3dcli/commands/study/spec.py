@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,6 +70,36 @@ def study_grid(names: list[str]) -> list[Variant]:
     return list({**controls, **variants}.values())
 
 
+LAUNCHERS = ("local", "submitit")
+CLUSTERS = ("slurm", "local")  # submitit's executors a study may use
+
+
+@dataclass
+class LauncherSpec:
+    """Where a study's runs train: `local`, in this process (or --jobs worker processes), or `submitit`, each run
+    as its own job (`cluster.py`): on SLURM, or with submitit's local executor on this machine. The limits are
+    per run (one job); `slurm` holds further sbatch options (e.g. {"account": "...", "qos": "..."})."""
+
+    name: str = "local"
+    cluster: str | None = None  # submitit's executor: slurm or local (default: slurm where it is installed)
+    partition: str | None = None
+    gpus_per_run: int | None = None
+    cpus_per_run: int | None = None  # also the run's CPU threads (a run's numbers depend on them)
+    time_min: int = 240  # a job's time limit; a run that needs longer is requeued from its checkpoint
+    mem_gb: float | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in LAUNCHERS:
+            raise Mtl3dError(f"unknown launcher {self.name!r} (--launcher): use {' or '.join(LAUNCHERS)}")
+        if self.cluster is not None and self.cluster not in CLUSTERS:
+            raise Mtl3dError(f"unknown cluster {self.cluster!r} (--cluster): use {' or '.join(CLUSTERS)}")
+        for name in ("gpus_per_run", "cpus_per_run", "time_min", "mem_gb"):
+            value = getattr(self, name)
+            if value is not None and not value >= (0 if name == "gpus_per_run" else 1):
+                raise Mtl3dError(f"launcher {name} (--{name.replace('_', '-')}) must be positive, got {value}")
+
+
 @dataclass
 class StudySpec:
     """What `mtl3d study` runs; saved as study.yaml so a rerun continues the same grid."""
@@ -83,8 +114,18 @@ class StudySpec:
     half_width: float | None = None  # sequential seeds: add seeds until every paired Delta_m is within +/- this
     max_seeds: int | None = None  # ... or this many seeds are reached
     pooled: bool = False  # ... where a variant has one, its pooled interval (stats.pooled_paired) decides
+    launcher: LauncherSpec = field(default_factory=LauncherSpec)
 
     def __post_init__(self):
+        if isinstance(self.launcher, (str, dict)):  # from study.yaml: a name, or a mapping of LauncherSpec's fields
+            try:
+                self.launcher = LauncherSpec(**(self.launcher if isinstance(self.launcher, dict)
+                                                else {"name": self.launcher}))
+            except TypeError as exc:
+                raise Mtl3dError(f"launcher: {exc}") from None
+        self._check_seed_rule()
+
+    def _check_seed_rule(self) -> None:
         if self.seeds < 1:
             raise Mtl3dError(f"a study needs at least 1 seed, got {self.seeds}")
         if self.half_width is None:
@@ -113,8 +154,15 @@ class StudySpec:
                            {k: v for k, v in values.items() if v is not None})
 
 
+def with_launcher(spec: StudySpec, **flags: Any) -> StudySpec:
+    """`spec` with the launcher settings of the command line (`LauncherSpec` fields; None keeps the spec's)."""
+    given = {key: value for key, value in flags.items() if value is not None}
+    return replace(spec, launcher=LauncherSpec(**{**asdict(spec.launcher), **given})) if given else spec
+
+
 def load_spec(path: Path) -> StudySpec:
-    """A study YAML file: preset, seeds, variants (list), and optionally data, eval_data, overrides, steps."""
+    """A study YAML file: preset, seeds, variants (list), and optionally data, eval_data, overrides, steps, the seed
+    rule (half_width, max_seeds, pooled) and launcher (a name, or a mapping of `LauncherSpec`'s fields)."""
     if not path.is_file():
         raise Mtl3dError(f"study file not found: {path}")
     try:
