@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mtl3dcli import __version__
 from mtl3dcli.datasets.registry import DATASETS, REMAPS
@@ -295,12 +296,20 @@ def study(
     jobs: Annotated[int, typer.Option(help="Runs at once, each in its own process with an equal share of the CPU "
                                            "threads (and its own GPU where there are several). A run's numbers "
                                            "depend on its thread count.")] = 1,
+    launcher: Annotated[Optional[str], typer.Option(help="local (default) or submitit: each run a SLURM job.")] = None,
+    cluster: Annotated[Optional[str], typer.Option(help="submitit's executor: slurm or local.")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="submitit: the SLURM partition.")] = None,
+    gpus_per_run: Annotated[Optional[int], typer.Option(help="submitit: GPUs per job.")] = None,
+    cpus_per_run: Annotated[Optional[int], typer.Option(help="submitit: CPUs per job (its runs' threads).")] = None,
+    time_min: Annotated[Optional[int], typer.Option(help="submitit: a job's time limit, minutes (240).")] = None,
+    mem_gb: Annotated[Optional[float], typer.Option(help="submitit: memory per job, GB.")] = None,
 ) -> None:
     """Train and evaluate a grid of variants x seeds and summarize it: per variant the mean and 95% interval of every
     primary metric, and the paired difference to the control (same seeds) with its interval (for Delta_m also
     pooled over the variants of one control). Rerunning finishes an interrupted study and redoes no finished run; a
-    rerun with more seeds, other variants or another --eval-data set adds only what is missing."""
-    from mtl3dcli.commands.study import StudySpec, load_spec, run_study
+    rerun with more seeds, other variants or another --eval-data set adds only what is missing. The launcher flags
+    override a study file's `launcher` (docs/cluster.md)."""
+    from mtl3dcli.commands.study import StudySpec, load_spec, run_study, with_launcher
 
     if jobs < 1:
         raise Mtl3dError(f"--jobs must be at least 1, got {jobs}")
@@ -313,6 +322,8 @@ def study(
                          data=str(data) if data else None, eval_data=[str(p) for p in eval_data or []],
                          overrides=list(overrides or []), steps=steps, half_width=half_width, max_seeds=max_seeds,
                          pooled=pooled)
+    spec = with_launcher(spec, name=launcher, cluster=cluster, partition=partition, gpus_per_run=gpus_per_run,
+                         cpus_per_run=cpus_per_run, time_min=time_min, mem_gb=mem_gb)
     target = out or Path("studies") / Path(spec.preset).stem
     summary = run_study(spec, target, console, jobs)
     out_console.print((target / "summary.md").read_text(encoding="utf-8"))
@@ -350,7 +361,7 @@ def main() -> None:
     except Mtl3dError as exc:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")

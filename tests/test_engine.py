@@ -293,8 +293,9 @@ def test_huge_learning_rate_diverges_into_the_non_finite_stop(tmp_path, tiny_dat
 
 def test_interrupt_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_dataset, reference_run,
                                                                      monkeypatch, one_thread):
-    """SIGINT during step 5 (0-based call 5): the loop stops before applying it, saves step 5, and a resume
-    continues with exactly the losses of the reference run."""
+    """SIGINT during step 6 (0-based call 5): the step finishes, the loop stops before the next one and saves step
+    6, and a resume continues with exactly the losses of the reference run and ends with its weights, BatchNorm
+    statistics included (no forward pass of a step that was not applied is counted)."""
 
     def interrupt(total):
         os.kill(os.getpid(), signal.SIGINT)
@@ -303,14 +304,16 @@ def test_interrupt_saves_and_resume_reproduces_the_uninterrupted_run(tmp_path, t
     _objective_that(monkeypatch, 5, interrupt)
     run_dir = tmp_path / "interrupted"
     config = tiny_config(tiny_dataset, *RESUME_OVERRIDES)
-    with pytest.raises(Mtl3dError, match=f"interrupted at step 5; .*--resume {run_dir}"):
+    with pytest.raises(Mtl3dError, match=f"interrupted at step 6; .*--resume {run_dir}"):
         train(config, run_dir)
-    assert load_state(run_dir / "weights" / "last.state.pt")["step"] == 5
+    assert load_state(run_dir / "weights" / "last.state.pt")["step"] == 6
     monkeypatch.undo()
     train(load_config(str(run_dir / "config.yaml")), run_dir, resume=True)
     _assert_same_losses(run_dir, reference_run, range(1, 13))
+    final, reference = (load_state(run / "weights" / "last.state.pt")["model"] for run in (run_dir, reference_run))
+    assert all(torch.equal(final[key], reference[key]) for key in reference)
     starts = json.loads((run_dir / "environment.json").read_text())["starts"]
-    assert [s["step"] for s in starts] == [0, 5]  # the start and the resume, each with its environment
+    assert [s["step"] for s in starts] == [0, 6]  # the start and the resume, each with its environment
     assert training_environments(run_dir) == [describe(torch.device("cpu"))]
 
 

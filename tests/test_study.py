@@ -16,6 +16,8 @@ from conftest import TINY_OVERRIDES
 from rich.console import Console
 
 from mtl3dcli.commands import study as study_module
+from mtl3dcli.commands.study import report as report_module
+from mtl3dcli.commands.study import runner as runner_module
 from mtl3dcli.commands.study import (StudySpec, delta_m_vs, parse_variant, run_dir, run_study, study_grid,
                                     write_summary)
 from mtl3dcli.environment import describe, summarize
@@ -115,7 +117,7 @@ def test_the_spread_is_split_between_the_study_data_and_an_eval_set(tmp_path):
     # an undefined split (a metric missing on one set: NaN, written as null) prints as "-"
     undefined = {"variants": {"reg": {"spread_split": {"d2:delta_m": dict.fromkeys(
         ("shared_sd", "own_sd", "correlation", "seeds_needed"))}}}}
-    assert "reg - and - (r = -; - seeds)" in study_module._spread_lines(undefined, ["delta_m", "d2:delta_m"], 1.0)[1]
+    assert "reg - and - (r = -; - seeds)" in report_module._spread_lines(undefined, ["delta_m", "d2:delta_m"], 1.0)[1]
 
 
 def test_the_variants_of_one_control_share_a_pooled_delta_m_interval(tmp_path):
@@ -150,7 +152,7 @@ def test_the_variants_of_one_control_share_a_pooled_delta_m_interval(tmp_path):
 @pytest.mark.slow
 def test_rerunning_a_finished_study_does_no_work(tiny_study, monkeypatch):
     spec, out, summary = tiny_study
-    monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: pytest.fail("a finished run was redone"))
+    monkeypatch.setattr(runner_module, "train_and_evaluate", lambda *a: pytest.fail("a finished run was redone"))
     assert run_study(spec, out, Console(quiet=True)) == summary
     # fewer seeds and fewer variants: a summary of the finished runs asked for, nothing trained
     fewer = StudySpec(**{**spec.__dict__, "seeds": 1, "variants": ["reg"]})
@@ -175,8 +177,8 @@ def test_an_interrupted_run_is_finished_by_a_rerun(tiny_study, monkeypatch):
     for report in run.glob("eval.*.json"):
         report.unlink()  # as if killed after training, before scoring
     done = []
-    real = study_module.train_and_evaluate
-    monkeypatch.setattr(study_module, "train_and_evaluate", lambda *a: (done.append(a[1:3]), real(*a)))
+    real = runner_module.train_and_evaluate
+    monkeypatch.setattr(runner_module, "train_and_evaluate", lambda *a: (done.append(a[1:3]), real(*a)))
     run_study(spec, out, Console(quiet=True))
     assert done == [(grid["reg"], 1)] and list(run.glob("eval.*.json"))
 
@@ -210,11 +212,11 @@ def test_a_parallel_study_trains_the_runs_a_sequential_one_does(tmp_path, tiny_d
         sequential = run_study(spec, tmp_path / "sequential", Console(quiet=True))
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(study_module.os, "cpu_count", lambda: 2)  # two jobs -> one thread per worker
+    monkeypatch.setattr(runner_module.os, "cpu_count", lambda: 2)  # two jobs -> one thread per worker
     parallel = run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2)
     assert parallel["variants"] == sequential["variants"]
     assert (tmp_path / "parallel" / "results.csv").read_text() == (tmp_path / "sequential" / "results.csv").read_text()
-    monkeypatch.setattr(study_module, "_timed_run", lambda *a: pytest.fail("a finished run was redone"))
+    monkeypatch.setattr(runner_module, "_timed_run", lambda *a: pytest.fail("a finished run was redone"))
     assert run_study(spec, tmp_path / "parallel", Console(quiet=True), jobs=2) == parallel
 
 
@@ -230,7 +232,7 @@ def test_an_interrupted_study_says_to_rerun_it(tmp_path, tiny_dataset, monkeypat
     def stopped(*args):
         raise Interrupted("interrupted at step 3; checkpoint saved, continue with `mtl3d train --resume RUN`")
 
-    monkeypatch.setattr(study_module, "train_and_evaluate", stopped)
+    monkeypatch.setattr(runner_module, "train_and_evaluate", stopped)
     spec = StudySpec(preset="demo", seeds=1, variants=["reg"], data=str(tiny_dataset), overrides=TINY_OVERRIDES)
     with pytest.raises(Mtl3dError, match=r"^study interrupted \(interrupted at step 3\); .*rerun the same command"):
         run_study(spec, tmp_path / "s", Console(quiet=True))
@@ -242,13 +244,13 @@ def test_a_parallel_study_worker_takes_its_share_of_threads_and_its_own_gpu(monk
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
     try:
-        study_module._worker_init(queue, 1)
+        runner_module._worker_init(queue, 1)
         assert torch.get_num_threads() == 1 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert study_module._WORKER_DEVICE == "cuda:1"  # slot 3 of 2 GPUs
+        assert runner_module._WORKER_DEVICE == "cuda:1"  # slot 3 of 2 GPUs
     finally:
         torch.set_num_threads(threads)
         signal.signal(signal.SIGINT, handler)
-        study_module._WORKER_DEVICE = None
+        runner_module._WORKER_DEVICE = None
 
 
 def _fake_runs(monkeypatch, deltas: list[float] | dict[str, list[float]]) -> list[tuple[str, int]]:
@@ -267,7 +269,7 @@ def _fake_runs(monkeypatch, deltas: list[float] | dict[str, list[float]]) -> lis
             report.write_text(json.dumps({"step": config.train.steps, "results": {"semseg": {"mIoU": miou}}}))
         trained.append((variant.name, seed))
 
-    monkeypatch.setattr(study_module, "train_and_evaluate", fake)
+    monkeypatch.setattr(runner_module, "train_and_evaluate", fake)
     return trained
 
 

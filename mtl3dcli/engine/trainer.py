@@ -212,8 +212,10 @@ class Trainer:
         self.step_count, self.best = int(state["step"]), state.get("best")
 
     def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One optimizer step on a batch; a non-finite loss or a stop request on any rank saves and stops."""
+        """One optimizer step on a batch; a stop request (before the step: a resumed run then counts no forward pass
+        twice, BatchNorm statistics included) or a non-finite loss on any rank saves and stops."""
         cfg = self.config.train
+        self._stop_if_requested()
         torch.manual_seed((cfg.seed * 1_000_003 + self.step_count) * self.context.world + self.context.rank)
         batch = move_batch(batch, self.device)
         self.objective.train()
@@ -234,16 +236,20 @@ class Trainer:
         return total, terms
 
     def _check(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        flags = torch.tensor([float(torch.isfinite(total)), float(self._stop.requested)], device=self.device)
+        finite = torch.tensor([float(torch.isfinite(total))], device=self.device)
         if self.context.enabled:
-            dist.all_reduce(flags[:1], op=dist.ReduceOp.MIN)
-            dist.all_reduce(flags[1:], op=dist.ReduceOp.MAX)
-        if flags[0] < 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite[0] < 1:
             self.save("last")
             bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
             raise Mtl3dError(f"non-finite loss at step {self.step_count} ({bad}); the last good state is saved in "
                              f"{self.weights_dir} (lower train.lr or enable train.clip_grad)")
-        if flags[1] > 0:
+
+    def _stop_if_requested(self) -> None:
+        requested = torch.tensor([float(self._stop.requested)], device=self.device)
+        if self.context.enabled:
+            dist.all_reduce(requested, op=dist.ReduceOp.MAX)
+        if requested[0] > 0:
             self.save("last")
             raise Interrupted(f"interrupted at step {self.step_count}; checkpoint saved, continue with "
                              f"`mtl3d train --resume {self.run_dir}`")
