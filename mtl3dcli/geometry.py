@@ -14,11 +14,12 @@ is a few lines of arithmetic, and K is inverted in closed form so the math stays
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 
-__all__ = ["pixel_centres", "scale_intrinsics", "pixel_rays", "camera_rays", "backproject", "project",
+__all__ = ["pixel_centres", "pinhole_intrinsics", "fov_focal", "scale_intrinsics", "pixel_rays", "camera_rays", "backproject", "project",
            "transform_points", "transform_vectors", "invert_pose", "relative_pose", "reproject", "covisible",
            "covisible_uv"]
 
@@ -65,6 +66,20 @@ def normalized_pixel_centres(count: int, *, device: torch.device | str | None = 
     return (torch.arange(count, device=device, dtype=dtype) + 0.5) * (2.0 / count) - 1.0
 
 
+def pinhole_intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """K (3, 3) float64 of a pinhole camera without skew, in pixels with pixel centres at u + 0.5: an image W wide
+    has its centre at cx = W / 2. Every K this package makes (synthetic views, images without cameras) is built
+    here; NYUv2's is scaled from its 640x480 calibration by `scale_intrinsics`."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def fov_focal(width: int, hfov_deg: float) -> float:
+    """The focal length (pixels) that spans a horizontal field of view of `hfov_deg` degrees over `width` pixels:
+    (W / 2) / tan(hfov / 2). Example: 90 degrees over 128 pixels -> 64."""
+    return width / 2.0 / math.tan(math.radians(hfov_deg) / 2.0)
+
+
+@_numpy_in_numpy_out
 def scale_intrinsics(K: torch.Tensor, from_size: tuple[int, int], to_size: tuple[int, int]) -> torch.Tensor:
     """K (..., 3, 3) of an image of `from_size` (H, W) -> K of the same view resized to `to_size` (H', W').
 

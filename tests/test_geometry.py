@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtl3dcli import geometry
 from mtl3dcli.geometry import (backproject, camera_rays, covisible, covisible_uv, invert_pose, pixel_centres, pixel_rays,
                                project, relative_pose, reproject, scale_intrinsics, transform_points, transform_vectors)
 
@@ -135,3 +136,20 @@ def test_covisible_masks_occluded_and_out_of_frustum_pixels():
     assert torch.equal(mask_uv, mask)
     assert torch.equal(uv[0, :, 19], reproject(depth_b, K, K, b_to_a)[0][0, :, 19])
     assert torch.allclose(uv[0, :, 19, 0], torch.full((8,), 19 + 5.5))
+
+
+def test_pinhole_intrinsics_and_fov_focal():
+    """90 degrees over 128 pixels is a focal length of 64 (tan 45 = 1); the principal point of a 96x128 image's
+    centre is (64, 48) with pixel centres at u + 0.5."""
+    assert geometry.fov_focal(128, 90.0) == pytest.approx(64.0, abs=1e-12)
+    assert geometry.fov_focal(100, 60.0) == pytest.approx(50.0 * math.sqrt(3.0), rel=1e-12)
+    K = geometry.pinhole_intrinsics(64.0, 64.0, 64.0, 48.0)
+    np.testing.assert_array_equal(K, [[64.0, 0.0, 64.0], [0.0, 64.0, 48.0], [0.0, 0.0, 1.0]])
+    assert K.dtype == np.float64
+
+
+def test_scale_intrinsics_takes_numpy_too():
+    K = geometry.pinhole_intrinsics(10.0, 12.0, 4.0, 3.0)
+    scaled = geometry.scale_intrinsics(K, (6, 8), (3, 4))
+    assert isinstance(scaled, np.ndarray)
+    np.testing.assert_array_equal(scaled, [[5.0, 0.0, 2.0], [0.0, 6.0, 1.5], [0.0, 0.0, 1.0]])

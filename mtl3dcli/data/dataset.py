@@ -29,6 +29,7 @@ from mtl3dcli.data.layout import Camera, DatasetLayout
 from mtl3dcli.data.pairs import find_partners
 from mtl3dcli.data.transforms import Sample, Transform
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.geometry import fov_focal, pinhole_intrinsics
 from mtl3dcli.tasks import Task
 
 PAIR_KEYS = ("labels", "valid", "K", "pose")
@@ -37,8 +38,8 @@ PAIR_KEYS = ("labels", "valid", "K", "pose")
 def default_intrinsics(size: tuple[int, int], fov_deg: float) -> torch.Tensor:
     """Centred pinhole K (3, 3) float32 for an (H, W) image with the given horizontal field of view in degrees."""
     height, width = size
-    focal = (width / 2) / math.tan(math.radians(fov_deg) / 2)
-    return torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float32)
+    focal = fov_focal(width, fov_deg)
+    return torch.from_numpy(pinhole_intrinsics(focal, focal, width / 2, height / 2)).float()
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

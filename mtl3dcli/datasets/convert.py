@@ -26,6 +26,7 @@ from PIL import Image
 
 from mtl3dcli import fileio
 from mtl3dcli import derive
+from mtl3dcli.geometry import scale_intrinsics
 from mtl3dcli.progress import ProgressFactory, stage
 from mtl3dcli.data.layout import LayoutWriter
 from mtl3dcli.meta import DatasetMeta
@@ -150,7 +151,7 @@ def _ordered_ids(splits: dict[str, list[str]]) -> list[str]:
 # --- NYUD ------------------------------------------------------------------------------------------------------
 def nyu_intrinsics(height: int, width: int) -> np.ndarray:
     """NYUv2 RGB intrinsics for an image of (height, width), scaled from 640x480 (pixel-centre convention)."""
-    return np.diag([width / 640.0, height / 480.0, 1.0]) @ NYU_K_640x480
+    return scale_intrinsics(NYU_K_640x480, (480, 640), (height, width))
 
 
 def nyud_segmentation(raw: np.ndarray, path: Path | str = "segmentation") -> np.ndarray:

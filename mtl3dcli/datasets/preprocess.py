@@ -18,15 +18,10 @@ from mtl3dcli import fileio
 from mtl3dcli.data.layout import DatasetLayout, LayoutWriter
 from mtl3dcli.datasets.registry import ClassRemap
 from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.geometry import scale_intrinsics
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.progress import Advance
 from mtl3dcli.tasks import TASKS, Task
-
-def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """K for an image resized from (H, W) to (H', W'): with pixel centres at u + 0.5, u' + 0.5 = (u + 0.5) W'/W."""
-    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    return np.diag([sx, sy, 1.0]) @ np.asarray(K, dtype=np.float64)
-
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGB resize to (H, W): area averaging when shrinking (no aliasing), bilinear when enlarging."""

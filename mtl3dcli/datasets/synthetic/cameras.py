@@ -8,10 +8,12 @@ import math
 
 import numpy as np
 
+from mtl3dcli.geometry import fov_focal, pinhole_intrinsics
+from mtl3dcli.datasets.convert import NYU_K_640x480
 from mtl3dcli.datasets.synthetic.scene import CLASS_ID, Primitive, Scene, _EPS, _Solids, _wall_point
 
 
-NYU_FOCAL = (518.8579, 519.4696)  # NYUv2 RGB focal lengths (pixels) at 640x480
+NYU_FOCAL = (float(NYU_K_640x480[0, 0]), float(NYU_K_640x480[1, 1]))  # NYUv2 RGB focal lengths (pixels) at 640x480
 
 
 DEFAULT_ARC_DEGREES = 90.0
@@ -28,10 +30,8 @@ def intrinsics(height: int, width: int, hfov: float | None = None,
     if hfov is None:
         fx, fy = NYU_FOCAL[0] * width / 640.0, NYU_FOCAL[1] * height / 480.0
     else:
-        fx = fy = width / 2.0 / math.tan(math.radians(hfov) / 2.0)
-    return np.array([[fx, 0.0, width / 2.0 + principal_offset[0]],
-                     [0.0, fy, height / 2.0 + principal_offset[1]],
-                     [0.0, 0.0, 1.0]])
+        fx = fy = fov_focal(width, hfov)
+    return pinhole_intrinsics(fx, fy, width / 2.0 + principal_offset[0], height / 2.0 + principal_offset[1])
 
 
 def draw_intrinsics(rng: np.random.Generator, views: int, height: int, width: int,
