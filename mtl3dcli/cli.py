@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from mtl3dcli import __version__
 from mtl3dcli.datasets.registry import DATASETS, REMAPS
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError, disk_full_reason
 
 app = typer.Typer(
     help="Multi-task dense prediction (segmentation, depth, normals, boundaries, ...) with the 3D-aware tri-plane "
@@ -309,7 +309,7 @@ def study(
     pooled over the variants of one control). Rerunning finishes an interrupted study and redoes no finished run; a
     rerun with more seeds, other variants or another --eval-data set adds only what is missing. The launcher flags
     override a study file's `launcher` (docs/cluster.md)."""
-    from mtl3dcli.commands.study import StudySpec, load_spec, run_study, with_launcher
+    from mtl3dcli.commands.study import StudySpec, load_spec, with_launcher
 
     if jobs < 1:
         raise Mtl3dError(f"--jobs must be at least 1, got {jobs}")
@@ -325,9 +325,23 @@ def study(
     spec = with_launcher(spec, name=launcher, cluster=cluster, partition=partition, gpus_per_run=gpus_per_run,
                          cpus_per_run=cpus_per_run, time_min=time_min, mem_gb=mem_gb)
     target = out or Path("studies") / Path(spec.preset).stem
-    summary = run_study(spec, target, console, jobs)
+    summary = _locked_study(spec, target, jobs)
     out_console.print((target / "summary.md").read_text(encoding="utf-8"))
     out_console.print(f"study: {len(summary['variants'])} variants x {summary['seeds']} seeds in {target}")
+
+
+def _locked_study(spec, target: Path, jobs: int) -> dict:
+    """run_study holding the study folder's writer lock (each run's training locks its own folder); Ctrl-C while
+    a run is being scored (or between runs) ends like one during training: kept work and how to go on."""
+    from mtl3dcli.commands.study import run_study
+    from mtl3dcli.runlock import folder_lock
+
+    with folder_lock(target, "study"):
+        try:
+            return run_study(spec, target, console, jobs)
+        except KeyboardInterrupt:
+            raise Interrupted("study interrupted; finished runs and checkpoints are kept: rerun the same command "
+                              "to finish the grid") from None
 
 
 @app.command("presets")
@@ -364,11 +378,17 @@ def main() -> None:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
+        console.print("[red]interrupted[/]: files are written whole or not at all; run the same command again to "
+                      "continue", highlight=False)
         sys.exit(130)
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if _state["debug"]:
             raise
+        reason = disk_full_reason(exc)
+        if reason is not None:  # a writer outside the checked ones met a full disk: still the user's to fix
+            where = getattr(exc, "filename", None) or "a file"
+            console.print(f"[red]error:[/] {DiskFull.writing(where, reason)}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         first = (str(exc).splitlines() or [""])[0]
         console.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
                       highlight=False, soft_wrap=True)

@@ -2,7 +2,10 @@
 
 Every reader turns a missing, truncated or undecodable file into an `Mtl3dError` that names the file, so a bad
 sample in a dataset of thousands is found at once. Every writer goes through a temporary file in the destination
-directory and `os.replace`, so a crash never leaves a half-written file under the final name.
+directory and `os.replace`, so a crash never leaves a half-written file under the final name; the file gets the
+permissions a plain `open()` would have given it (the umask), and a full disk is a `DiskFull` naming the file,
+with the temporary file removed. Temporary files are named `.<name>.tmp*` so a folder's single writer can clear
+those a killed process left (`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,38 +22,109 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli.errors import DiskFull, Mtl3dError, disk_full_reason
 
-UMASK = os.umask(0o022)
-os.umask(UMASK)  # read the process umask once (os.umask can only be read by setting it)
+TEMP_MARK = ".tmp"
+LOW_SPACE_BYTES = 1 << 20  # an unexplained write failure with less free space than this is a full disk
+
+
+def _process_umask() -> int:
+    """The process umask, read from /proc where the kernel reports it (os.umask can only be read by setting it,
+    which races with other threads creating files), else by setting and restoring it once."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _process_umask()
 
 
 def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A hidden staging folder in `parent` with the usual permissions (mkdtemp alone makes it 0700), so a dataset
     moved into place from it is readable like any other folder."""
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    with writing(Path(parent) / prefix):
+        path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     os.chmod(path, 0o777 & ~UMASK)
     return path
 
 
+def _low_space(path: Path) -> bool:
+    """Whether the filesystem holding `path` (or its nearest existing parent) is all but full."""
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            stats = os.statvfs(folder)
+            return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
+    return False
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, hint: str | None = None) -> Iterator[None]:
+    """Turn a full disk met inside the block into a `DiskFull` naming `path`: an ENOSPC / EDQUOT however the writer
+    reports it, or an OS / runtime error of a writer that hides it while the disk is all but full."""
+    try:
+        yield
+    except Mtl3dError:
+        raise
+    except Exception as exc:
+        reason = disk_full_reason(exc)
+        if reason is None and isinstance(exc, (OSError, RuntimeError)) and _low_space(Path(path)):
+            reason = "no space left on device"
+        if reason is None:
+            raise
+        extra = {"hint": hint} if hint else {}
+        raise DiskFull.writing(path, reason, **extra) from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is renamed over `path`, on failure removed.
+    """Yield a temporary path next to `path`; on success it gets the umask's permissions and is renamed over
+    `path`, on failure (a full disk: `DiskFull`) it is removed.
 
     `suffix` defaults to the destination's suffix so writers that infer the format from the name still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix)
-    os.close(fd)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}",
+                                   suffix=path.suffix if suffix is None else suffix)
+        os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp creates 0600; give the final file the usual permissions
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with writing(path):
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes 0600, and some writers replace the file
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (`.<name>.tmp*`) that writers killed mid-write left in `folder` (not below it).
+    Only a folder's one writer may call this (see `runlock`): another writer's temporary files are live."""
+    removed = []
+    for entry in Path(folder).glob(f".*{TEMP_MARK}*"):
+        if entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append to a log file (metrics.jsonl); a full disk is a `DiskFull` naming it."""
+    with writing(path), open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def copy_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a file's bytes into a folder being built (not atomic: the folder moves into place when complete)."""
+    with writing(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -136,8 +136,7 @@ class LayoutWriter:
         """Copy an already-encoded image (e.g. an upstream JPEG) without re-encoding it."""
         source = Path(source)
         target = self.tmp / "images" / f"{sample_id}{source.suffix.lower()}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        fileio.copy_file(source, target)
 
     def add_label(self, task: Task, sample_id: str, array: np.ndarray) -> None:
         task.write(task.path(self.tmp, sample_id), array)

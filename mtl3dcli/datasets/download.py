@@ -4,6 +4,7 @@
 a URL (explicit, then the dataset's environment variable, then MTL3D_MIRROR, then the known URLs in order), stream
 it into a cache with resume, verify size and digest, extract with a member check plus PEP 706's "data" filter, and
 convert into the common layout atomically (nothing appears at `out` unless the whole dataset was written).
+A full disk (`DiskFull`) or Ctrl-C (`Interrupted`) stops at once, keeping the bytes downloaded so far for a resume.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import http.client
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mtl3dcli.errors import Mtl3dError
+from mtl3dcli import fileio
+from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError
 from mtl3dcli.progress import Advance, ProgressFactory, stage
 
 CHUNK_BYTES = 1 << 20
@@ -113,7 +114,8 @@ def _stream_once(url: str, part: Path, timeout: float, advance: Advance) -> int 
             mode = "wb"
         received = offset
         advance(received, total or 0)
-        with open(part, mode) as handle:
+        kept = "the bytes downloaded so far are kept there: free some space and run the same command to resume"
+        with fileio.writing(part, hint=kept), open(part, mode) as handle:
             while True:
                 try:
                     chunk = response.read(CHUNK_BYTES)
@@ -147,27 +149,13 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_size: int | Non
             dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    last_error = ""
-    with stage(progress, f"download {dest.name}") as advance:
-        for attempt in range(retries + 1):
-            if expected_size is not None and part.exists() and part.stat().st_size > expected_size:
-                part.unlink()
-            try:
-                _stream_once(url, part, timeout, advance)
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500 and exc.code not in (408, 429):
-                    raise Mtl3dError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-                last_error = f"HTTP {exc.code} {exc.reason}"
-            except (_Truncated, urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException,
-                    OSError) as exc:
-                last_error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-            if attempt < retries:
-                time.sleep(RETRY_DELAY_S * 2**attempt)
-        else:
-            have = part.stat().st_size if part.exists() else 0
-            raise Mtl3dError(f"download of {url} failed after {retries + 1} tries ({last_error}); {have} bytes kept "
-                             f"in {part}, run again to resume")
+    try:
+        with stage(progress, f"download {dest.name}") as advance:
+            _download_with_retries(url, part, expected_size, timeout, retries, advance)
+    except KeyboardInterrupt:
+        have = part.stat().st_size if part.exists() else 0
+        raise Interrupted(f"download of {url} interrupted; {have} bytes kept in {part}: run the same command again "
+                          f"to resume it") from None
     try:
         verify_file(part, expected_size=expected_size, sha256=sha256, md5=md5)
     except Mtl3dError as exc:
@@ -175,6 +163,30 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_size: int | Non
         raise Mtl3dError(f"{url}: {str(exc).split(': ', 1)[1]} (partial file removed)") from None
     os.replace(part, dest)
     return dest
+
+
+def _download_with_retries(url: str, part: Path, expected_size: int | None, timeout: float, retries: int,
+                           advance: Advance) -> None:
+    """Stream `url` into `part`, retrying (with back-off) what a retry can fix; the bytes received are kept."""
+    last_error = ""
+    for attempt in range(retries + 1):
+        if expected_size is not None and part.exists() and part.stat().st_size > expected_size:
+            part.unlink()
+        try:
+            _stream_once(url, part, timeout, advance)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code not in (408, 429):
+                raise Mtl3dError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            last_error = f"HTTP {exc.code} {exc.reason}"
+        except (_Truncated, urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException,
+                OSError) as exc:
+            last_error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+        if attempt < retries:
+            time.sleep(RETRY_DELAY_S * 2**attempt)
+    have = part.stat().st_size if part.exists() else 0
+    raise Mtl3dError(f"download of {url} failed after {retries + 1} tries ({last_error}); {have} bytes kept "
+                     f"in {part}, run again to resume")
 
 
 # --- extraction -----------------------------------------------------------------------------------------------
@@ -216,7 +228,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike,
     if dest.exists():
         raise Mtl3dError(f"extraction target {dest} already exists")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.extract-"))
+    tmp = fileio.make_temp_dir(dest.parent, f".{dest.name}.extract-")
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
@@ -229,7 +241,8 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike,
                         yield member
                         advance(index + 1, len(members))
 
-                tar.extractall(tmp, members=counted(), filter="data")
+                with fileio.writing(dest, hint="free some space and run the same command again"):
+                    tar.extractall(tmp, members=counted(), filter="data")
         os.replace(tmp, dest)
     except tarfile.FilterError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -298,6 +311,8 @@ def download_dataset(source: Source, convert: Converter, out: str | os.PathLike,
             download_file(candidate, archive, expected_size=source.size if pinned else None,
                           sha256=source.sha256 if pinned else None, md5=source.md5 if pinned else None,
                           progress=progress)
+        except (DiskFull, Interrupted):
+            raise  # another URL cannot help
         except Mtl3dError as exc:
             errors.append(str(exc))
             say(f"failed: {exc}")

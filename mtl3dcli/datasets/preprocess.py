@@ -119,8 +119,7 @@ def write_copy(layout: DatasetLayout, out: Path, *, remap: ClassRemap | None, re
                 remapped = remap is not None and task.name == remap.task
                 if resize is None and not remapped:
                     target = Path(task.path(writer.tmp, sample_id))
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, target)
+                    fileio.copy_file(source, target)
                     continue
                 label = task.read(source)
                 if remapped:

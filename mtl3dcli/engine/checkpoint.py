@@ -1,5 +1,8 @@
 """Training-state checkpoints (optimizer, scheduler, scaler, EMA, step): tensors and plain containers only, written
-atomically and read back with `torch.load(weights_only=True)`, so resuming never unpickles objects."""
+atomically and read back with `torch.load(weights_only=True)`, so resuming never unpickles objects.
+
+The state is written through a Python file object rather than a path: torch's own file writer reports a full disk
+as "unexpected pos", while the file object's OSError (ENOSPC) travels with the error and becomes a `DiskFull`."""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from mtl3dcli.errors import Mtl3dError
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with fileio.atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """What a training run reports: a live rich progress bar (plain lines when not a terminal), `metrics.jsonl`,
-`results.csv` (one row per evaluation) and TensorBoard scalars when TensorBoard is installed. Rank 0 only."""
+`results.csv` (one row per evaluation) and TensorBoard scalars when TensorBoard is installed. Rank 0 only.
+
+A resumed run first drops what was logged after its checkpoint (a kill -9 or a full disk leaves such records, and a
+last line cut short), so every step and validation is recorded once, as in a run that was never stopped."""
 
 from __future__ import annotations
 
@@ -18,6 +21,14 @@ from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.tasks import get_task
 
 
+def _complete(line: str) -> bool:
+    """Whether a metrics.jsonl line is a whole record (a kill or a full disk can cut the last one short)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def flatten_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """{task: {metric: v}} -> {"task/metric": v}, skipping per-class entries."""
     return {f"{task}/{name}": value for task, metrics in results.items() for name, value in metrics.items()
@@ -30,7 +41,7 @@ class RunLogger:
     and protocol, so a run's time split can be read back."""
 
     def __init__(self, run_dir: Path, console: Console, total_steps: int, start_step: int, enabled: bool = True, *,
-                 log_every: int = 20, validations: int = 0):
+                 log_every: int = 20, validations: int = 0, redo_validation: bool = False):
         self.run_dir, self.console, self.enabled = run_dir, console, enabled
         self.total_steps, self.log_every = total_steps, log_every
         self.validations_left = validations
@@ -40,6 +51,7 @@ class RunLogger:
         self._tb = None
         if not enabled:
             return
+        self._forget_after(start_step, redo_validation)
         if console.is_terminal:
             self._progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"),
@@ -49,13 +61,33 @@ class RunLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            purge = start_step + (0 if redo_validation else 1) if (run_dir / "tensorboard").is_dir() else None
+            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         except ImportError:  # TensorBoard is an optional extra
             self._tb = None
 
     def _append(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        fileio.append_text(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n")
+
+    def _forget_after(self, step: int, redo_validation: bool) -> None:
+        """Drop the records of metrics.jsonl and the rows of results.csv past `step` (and its validation, which is
+        about to be redone), and a record cut short."""
+
+        def kept(record_step: int, validation: bool) -> bool:
+            return record_step < step or (record_step == step and not (validation and redo_validation))
+
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if _complete(line)]
+            keep = [json.dumps(r) + "\n" for r in records if kept(int(r.get("step", 0)), r.get("split") == "val")]
+            if len(keep) != len(lines):
+                fileio.write_text(path, "".join(keep))
+        path = self.run_dir / "results.csv"
+        if path.is_file():
+            rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+            if any(not kept(int(row["step"]), True) for row in rows):
+                self._write_rows(path, [row for row in rows if kept(int(row["step"]), True)])
 
     def eta_seconds(self, step: int) -> float:
         done = step - self._start_step
@@ -101,9 +133,13 @@ class RunLogger:
 
     def _write_csv(self, step: int, flat: dict[str, float]) -> None:
         path = self.run_dir / "results.csv"
-        rows = list(csv.DictReader(open(path, encoding="utf-8"))) if path.is_file() else []
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))) if path.is_file() else []
         rows.append({"step": str(step), **{k: f"{v:.6g}" for k, v in flat.items()}})
-        fields = list(dict.fromkeys(key for row in rows for key in row))
+        self._write_rows(path, rows)
+
+    @staticmethod
+    def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+        fields = list(dict.fromkeys(key for row in rows for key in row)) or ["step"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()

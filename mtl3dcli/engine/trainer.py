@@ -7,6 +7,11 @@
         every eval_every -> validate()   #   bounded protocol while training, the full one at the last step
         every save_every -> save("last") #   weights/last.safetensors + last.state.pt; best.safetensors on a new best
 
+Faults: `train()` holds the run folder's writer lock (`runlock`), so a second command on the same folder fails at
+once. Ctrl-C stops at the next step boundary, or at once during a validation (redone first on resume), after
+saving the state; a full disk stops with one line naming the file and the last intact checkpoint. Every write is
+atomic, so a kill -9 at any moment leaves the previous checkpoint, from which `--resume` continues exactly.
+
 Determinism and exact resume come from seeding instead of saved RNG streams: the epoch order is a permutation of
 (seed, epoch), every sample's augmentation draws from (seed, epoch, index) inside the dataset, and the global torch
 RNG (stratified ray samples) is reseeded from (seed, step, rank) before every step. A run resumed from step s
@@ -18,9 +23,9 @@ epochs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,11 +48,13 @@ from mtl3dcli.engine.distributed import DistContext, barrier, init_distributed, 
 from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.objective import Objective
 from mtl3dcli.environment import record_start
-from mtl3dcli.errors import Interrupted, Mtl3dError
-from mtl3dcli.fileio import write_json, write_text
+from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError, disk_full_reason
+from mtl3dcli.fileio import remove_stale_temps, write_json, write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
+from mtl3dcli.interrupts import StopNow, StopRequest, ignore_in_worker
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
 from mtl3dcli.reports import evaluation_report, run_report_path, scores_consistency
+from mtl3dcli.runlock import folder_lock
 from mtl3dcli.tasks import Task, get_task
 from mtl3dcli.weights import save_weights
 
@@ -113,31 +120,6 @@ def validation_steps(start: int, config: TrainConfig) -> list[int]:
     return sorted({s for s in range(start + 1, config.steps + 1) if s % config.eval_every == 0} | {config.steps})
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and saves a consistent checkpoint."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a test runner): keep default behaviour
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:  # second Ctrl-C: give up immediately
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """Owns a run's state (model, objective, optimizer, scheduler, scaler, EMA, step, best) and its phases."""
 
@@ -172,7 +154,9 @@ class Trainer:
         self.step_count, self.best = 0, None
         self.last_results: dict[str, dict[str, float]] = {}
         self.logger: RunLogger | None = None
-        self._stop = _StopRequest()
+        self._stop = StopRequest()
+        self._checkpoint_step: int | None = None  # the step weights/last.state.pt holds
+        self._validation_pending = False  # a validation began and has not finished (a stop cut it short)
 
     @property
     def weights_dir(self) -> Path:
@@ -201,7 +185,8 @@ class Trainer:
 
     # --- phases ---------------------------------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load weights/last.state.pt: model, optimizer, scheduler, scaler, EMA, step and best."""
+        """Load weights/last.state.pt: model, optimizer, scheduler, scaler, EMA, step, best, and whether the
+        validation of that step is still to do."""
         state = load_state(self.weights_dir / "last.state.pt")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -210,6 +195,7 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.model.load_state_dict(state["ema"])
         self.step_count, self.best = int(state["step"]), state.get("best")
+        self._checkpoint_step, self._validation_pending = self.step_count, bool(state.get("validation_pending"))
 
     def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimizer step on a batch; a stop request (before the step: a resumed run then counts no forward pass
@@ -250,9 +236,13 @@ class Trainer:
         if self.context.enabled:
             dist.all_reduce(requested, op=dist.ReduceOp.MAX)
         if requested[0] > 0:
-            self.save("last")
-            raise Interrupted(f"interrupted at step {self.step_count}; checkpoint saved, continue with "
-                             f"`mtl3d train --resume {self.run_dir}`")
+            self._interrupt()
+
+    def _interrupt(self, during: str = "") -> None:
+        """Save the state (consistent between steps) and stop with how to continue."""
+        self.save("last")
+        raise Interrupted(f"interrupted at step {self.step_count}{during}; checkpoint saved, continue with "
+                          f"`mtl3d train --resume {self.run_dir}`")
 
     def validate(self, final: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
         """Score the deployed weights on the validation split: ({task: {metric: value}}, {task: protocol}). While
@@ -288,40 +278,84 @@ class Trainer:
                 "step": self.step_count, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": self.ema.model.state_dict() if self.ema is not None else None, "best": self.best,
+                "validation_pending": self._validation_pending,
             })
+            self._checkpoint_step = self.step_count
         save_weights(self.weights_dir / f"{name}.safetensors", self.deployed.state_dict(), self.config,
                      self.train_set.meta, self.step_count, metrics)
 
     # --- the loop -------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train until train.steps; returns {"run_dir", "step", "best", "metrics"}."""
+        """Train until train.steps; returns {"run_dir", "step", "best", "metrics"}. A full disk stops the run with
+        one line naming the file and the last intact checkpoint (DiskFull)."""
+        try:
+            return self._fit()
+        except Exception as exc:
+            full = self._disk_full(exc)
+            if full is None:
+                raise
+            raise full from None
+
+    def _fit(self) -> dict[str, Any]:
         cfg = self.config.train
-        if self.step_count >= cfg.steps:
+        if self.step_count >= cfg.steps and not self._validation_due():
             if self.context.main:
                 self.console.print(f"{self.run_dir} already finished {self.step_count} of {cfg.steps} steps "
                                    f"(raise --steps to go on)")
             return self._summary()
         self._start_run()
-        train_loader = self._loader(self.train_set, EpochSampler(
-            len(self.train_set), self.config.data.batch_size, cfg.seed, rank=self.context.rank,
-            world=self.context.world, start=self.step_count))
-        tick = time.perf_counter()
+        train_loader = None
         try:
             with self._stop:
-                for batch in self._batches(train_loader):
-                    total, terms = self.step(batch)
-                    self.logger.step(self.step_count, self.scheduler.get_last_lr()[0], total.item(),
-                                     {k: v.item() for k, v in terms.items()}, time.perf_counter() - tick)
-                    self._after_step()
-                    tick = time.perf_counter()  # validation and saving do not count as step time
-                    if self.step_count >= cfg.steps:
-                        break
+                if self._validation_due():  # the validation a stop or a kill cut short
+                    self._after_step(redo=True)
+                if self.step_count < cfg.steps:
+                    train_loader = self._loader(self.train_set, EpochSampler(
+                        len(self.train_set), self.config.data.batch_size, cfg.seed, rank=self.context.rank,
+                        world=self.context.world, start=self.step_count))
+                    self._loop(train_loader)
         finally:
             self.logger.close()
             for loader in (train_loader, getattr(self, "_val_loader", None)):
                 if loader is not None:
                     close_loader(loader)
         return self._summary()
+
+    def _loop(self, train_loader: DataLoader) -> None:
+        tick = time.perf_counter()
+        for batch in self._batches(train_loader):
+            total, terms = self.step(batch)
+            self.logger.step(self.step_count, self.scheduler.get_last_lr()[0], total.item(),
+                             {k: v.item() for k, v in terms.items()}, time.perf_counter() - tick)
+            self._after_step()
+            if self.step_count >= self.config.train.steps:
+                break
+            if self._stop.requested and not self.context.enabled:  # Ctrl-C while saving: stop now, not a step on
+                self._interrupt()
+            tick = time.perf_counter()  # validation and saving do not count as step time
+
+    def _validation_due(self) -> bool:
+        """A validation a stop cut short, or the final validation of a finished run whose report a kill or a full
+        disk prevented: done first on resume."""
+        if self._validation_pending:
+            return True
+        return (0 < self.config.train.steps <= self.step_count
+                and not run_report_path(self.run_dir, self.config.data.root).is_file())
+
+    def _disk_full(self, exc: Exception) -> DiskFull | None:
+        """A full disk met anywhere in the run as one DiskFull that names the file and the last intact checkpoint."""
+        if isinstance(exc, DiskFull):
+            path, reason = exc.path, exc.reason
+        else:
+            reason = disk_full_reason(exc)
+            if reason is None:
+                return None
+            path = getattr(exc, "filename", None) or f"a file in {self.run_dir}"
+        intact = ("no checkpoint was saved yet" if self._checkpoint_step is None else
+                  f"the last intact checkpoint is step {self._checkpoint_step} "
+                  f"({self.weights_dir / 'last.state.pt'})")
+        return DiskFull.writing(path, reason, f"{intact}; free some space, then `mtl3d train --resume "
+                                              f"{self.run_dir}`")
 
     def _start_run(self) -> None:
         if not self.context.main:
@@ -331,9 +365,12 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)  # on resume too: the run may go on for more steps
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         record_start(self.run_dir, self.step_count, self.device)
+        redo = self._validation_due()
+        validations = set(validation_steps(self.step_count, self.config.train)) | ({self.step_count} if redo
+                                                                                  else set())
         self.logger = RunLogger(self.run_dir, self.console, self.config.train.steps, self.step_count,
-                                log_every=self.config.train.log_every,
-                                validations=len(validation_steps(self.step_count, self.config.train)))
+                                log_every=self.config.train.log_every, validations=len(validations),
+                                redo_validation=redo)
         reg = self.config.regularizer
         self.logger.print(
             f"[bold]{self.config.name}[/]: {len(self.train_set)} train / {len(self.val_set)} val samples, tasks "
@@ -342,31 +379,43 @@ class Trainer:
             f"{self.device}{f' x{self.context.world}' if self.context.enabled else ''}, run dir {self.run_dir}")
         barrier(self.context)
 
-    def _after_step(self) -> None:
-        """Validate (rank 0) and save when the schedule says so."""
+    def _after_step(self, redo: bool = False) -> None:
+        """Validate (rank 0) and save when the schedule says so; `redo`: validate and save the current step now."""
         cfg, step = self.config.train, self.step_count
         protocols = None
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if redo or step % cfg.eval_every == 0 or step == cfg.steps:
             if self.context.main:
-                start = time.perf_counter()
-                self.last_results, protocols = self.validate(final=step == cfg.steps)
-                self.logger.evaluation(step, self.last_results, protocols, time.perf_counter() - start)
-                task, metric, higher = self.best_key
-                value = self.last_results[task][metric]
-                if self.best is None or (value > self.best["value"] if higher else value < self.best["value"]):
-                    self.best = {"value": value, "step": step, "metric": f"{task}/{metric}"}
-                    self.save("best", self.last_results)
+                protocols = self._validate_and_keep_best(final=step == cfg.steps)
             barrier(self.context)
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if redo or step % cfg.save_every == 0 or step == cfg.steps:
             self.save("last", self.last_results)
         if step == cfg.steps and protocols is not None:
             self.write_report(protocols)
+
+    def _validate_and_keep_best(self, final: bool) -> dict[str, str]:
+        """Validate the current step, log it and save best.safetensors on a new best; Ctrl-C stops at once (the
+        state is saved with the validation marked as still to do)."""
+        step, start = self.step_count, time.perf_counter()
+        self._validation_pending = True
+        try:
+            with self._stop.immediate():
+                self.last_results, protocols = self.validate(final=final)
+        except StopNow:
+            self._interrupt(" during its validation, which a resume does first")
+        self._validation_pending = False
+        self.logger.evaluation(step, self.last_results, protocols, time.perf_counter() - start)
+        task, metric, higher = self.best_key
+        value = self.last_results[task][metric]
+        if self.best is None or (value > self.best["value"] if higher else value < self.best["value"]):
+            self.best = {"value": value, "step": step, "metric": f"{task}/{metric}"}
+            self.save("best", self.last_results)
+        return protocols
 
     def _loader(self, dataset: MultiTaskDataset, sampler: EpochSampler | None = None) -> DataLoader:
         workers = self.config.data.workers
         return DataLoader(dataset, batch_size=self.config.data.batch_size, sampler=sampler, shuffle=False,
                           drop_last=sampler is not None, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", worker_init_fn=ignore_in_worker if workers else None)
 
     @property
     def val_loader(self) -> DataLoader:
@@ -395,17 +444,27 @@ class Trainer:
 
 def train(config: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> dict[str, Any]:
     """Train `config` into `run_dir` (weights/, metrics.jsonl, results.csv, config.yaml); returns a summary.
-    `resume` continues the run from its last checkpoint; without it an existing run is never overwritten."""
+    `resume` continues the run from its last checkpoint (a run killed before its first one starts over); without
+    it an existing run is never overwritten. The run folder's writer lock is held throughout (rank 0)."""
     device = config.train.device
     context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
                                else "cpu")
+    run_dir = Path(run_dir)
     try:
-        trainer = Trainer(config, Path(run_dir), console, context)
-        if resume:
-            trainer.resume()
-        elif (trainer.weights_dir / "last.state.pt").exists():
-            raise Mtl3dError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another "
-                             f"--out")
-        return trainer.fit()
+        with folder_lock(run_dir, "run") if context.main else contextlib.nullcontext():
+            if context.main:
+                for folder in (run_dir, run_dir / "weights"):
+                    remove_stale_temps(folder)  # left by a process killed mid-write
+            state = run_dir / "weights" / "last.state.pt"
+            if not resume and state.exists():
+                raise Mtl3dError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                                 f"another --out")
+            trainer = Trainer(config, run_dir, console, context)
+            if resume and not state.exists() and (run_dir / "config.yaml").is_file():
+                trainer.console.print(f"{run_dir} has no checkpoint yet (stopped before its first): starting it "
+                                      f"over from step 0")
+            elif resume:
+                trainer.resume()
+            return trainer.fit()
     finally:
         shutdown(context)
