@@ -100,6 +100,8 @@ def model_from_weights(weights: Weights, with_regularizer: bool = False) -> MTL3
                          "render-views needs a model trained with the 3D-aware regularizer")
     config = copy.deepcopy(weights.config)
     config.regularizer.enabled = with_regularizer
+    if weights.host is not None:  # a host from outside the package: import it from where it was trained
+        config.model.host = weights.host
     model = build_model(config, weights.meta, load_backbone_weights=False)
     state = {k: v for k, v in weights.state.items() if with_regularizer or k.startswith("net.")}
     try:
