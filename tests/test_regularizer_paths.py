@@ -138,3 +138,14 @@ def test_recomputing_autograd_functions_pass_gradcheck():
     out = rand(2, 3, 5, 9)
     assert torch.autograd.gradcheck(lambda w, o, W, b: _CompositeOfTaskHidden.apply(w, o[..., 1:], W, b),
                                     (rand(2, 3, 5, positive=True), out, rand(6, 8), rand(6)))
+
+
+@pytest.mark.parametrize("decode", ["point", "ray"])
+def test_depth_alone_renders_on_both_paths(tmp_path, decode):
+    # no task MLP to decode: the feature is composited (and only shown), depth is the expected termination distance
+    fused, plain, features = _pair(tmp_path, "regularizer.tasks=[depth]", f"regularizer.decode={decode}")
+    with torch.no_grad():
+        renders = [reg.render(reg.planes(features), _own_view(reg)) for reg in (fused, plain)]
+    assert [list(r.tasks) for r in renders] == [["depth"], ["depth"]]
+    torch.testing.assert_close(renders[0].depth, renders[1].depth, rtol=0, atol=1e-5)
+    torch.testing.assert_close(renders[0].feature, renders[1].feature, rtol=0, atol=1e-5)
