@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from mtl3dcli.environment import describe
+from mtl3dcli.models.regularizer import current_field_name
 
 # name -> (preset, overrides): the regularizer's code paths that the committed studies train
 SETTINGS = {
@@ -45,8 +46,12 @@ def mtl3d(*args: str) -> None:
 
 
 def fingerprint(run: Path) -> dict[str, str]:
-    """SHA-256 of the model weights in weights/last.state.pt (names and bytes, sorted) and of the logged losses."""
-    model = torch.load(run / "weights" / "last.state.pt", map_location="cpu", weights_only=True)["model"]
+    """SHA-256 of the model weights in weights/last.state.pt (names and bytes, sorted) and of the logged losses.
+    The names are hashed as they are today (`current_field_name`: the regularizer field's layers had positional
+    names before), so a digest compares across that rename."""
+    state = torch.load(run / "weights" / "last.state.pt", map_location="cpu", weights_only=True)["model"]
+    field = "regularizer.field."
+    model = {field + current_field_name(k[len(field):]) if k.startswith(field) else k: v for k, v in state.items()}
     weights = hashlib.sha256()
     for name in sorted(model):
         weights.update(name.encode())

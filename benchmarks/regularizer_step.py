@@ -28,9 +28,9 @@ def stages(args) -> tuple[dict, dict]:
     from bench_data import bench_meta, fake_batch
     from mtl3dcli.config import load_config
     from mtl3dcli.cpu import tune_cpu_process
-    from mtl3dcli.engine.objective import rendered_losses
     from mtl3dcli.models.build import build_model, resolve_tasks
     from mtl3dcli.models.layers import upsample_maps
+    from mtl3dcli.models.regularizer import rendered_losses
 
     overrides = ["regularizer.enabled=true", *args.set]
     if args.batch_size:

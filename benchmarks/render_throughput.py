@@ -18,7 +18,7 @@ from torch import nn
 from mtl3dcli.environment import describe
 from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.triplane import triplane_feature_dim, triplane_features
-from mtl3dcli.render.volume import render_field
+from mtl3dcli.render.volume import FieldOutput, render_field
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,9 +68,9 @@ def main() -> None:
     size = (args.height, args.width)
     camera = make_camera(args, device)
 
-    def field(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    def field(samples) -> FieldOutput:
         out = mlp(triplane_features(planes, samples, args.aggregation))
-        return nn.functional.softplus(out[..., 0]), out[..., 1:]
+        return FieldOutput(nn.functional.softplus(out[..., 0]), out[..., 1:])
 
     def step() -> None:
         result = render_field(field, camera, size, args.batch, args.samples, device=device, stratified=True,

@@ -22,9 +22,8 @@ from mtl3dcli.errors import Mtl3dError
 
 # Closed choices are Literal types: `_coerce` checks them when a config is built, the one place they are validated.
 EvalMode = Literal["resize", "pad"]
-Host = Literal["baseline", "mti-net", "invpt"]
 Head = Literal["hrnet", "light"]
-Camera = Literal["orthographic", "perspective"]
+CameraModel = Literal["orthographic", "perspective"]
 Spacing = Literal["depth", "disparity"]
 RegularizerKind = Literal["triplane", "2d-control"]
 DensityActivation = Literal["softplus", "trunc_exp"]
@@ -58,7 +57,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    host: Host = "baseline"  # mtl3dcli.models.hosts
+    host: str = "baseline"  # a registered host (baseline, mti-net, invpt, ...) or an import path "pkg.module:factory"
     backbone: str = "tiny"  # see mtl3dcli.models.backbones.BACKBONES
     pretrained: str | None = None  # null | imagenet (timm's download and cache) | path of a local weights file
     backbone_options: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
@@ -72,7 +71,7 @@ class ModelConfig:
 class RegularizerConfig:
     enabled: bool = True
     kind: RegularizerKind = "triplane"  # triplane: the 3D-aware regularizer | 2d-control: same size, no 3D
-    camera: Camera = "orthographic"  # orthographic (the paper) | perspective (pixel-aligned cube of the sample's K)
+    camera: CameraModel = "orthographic"  # orthographic (the paper) | perspective (pixel-aligned cube of each K)
     spacing: Spacing = "depth"  # perspective: samples and cube z uniform in depth | disparity (finer near the camera)
     plane_channels: int = 32  # C: channels of each of the three planes
     plane_size: tuple[int, int] | None = None  # tri-plane resolution; None = the fused feature map's size
@@ -93,6 +92,7 @@ class RegularizerConfig:
     cross_tolerance: float = 0.05  # relative depth agreement for a partner pixel to count as seen by the input view
     min_overlap: float = 0.3  # partner views must see at least this fraction of the anchor view
     chunk: int = 2048  # rays per render chunk (all images): bounds memory; keeps CPU buffers under malloc's mmap size
+    fused: bool = True  # the exact speed rewrites (models/regularizer_fused.py); false: the plain per-sample path
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Weights files: safetensors that describe themselves.
 
 A weights file carries the full config, the tasks, the dataset meta (class names, palettes, depth range) and the
-step in its safetensors metadata, so `mtl3d predict --weights W` needs nothing else. Written atomically.
+step in its safetensors metadata, so `mtl3d predict --weights W` needs nothing else; a host from outside the package
+also leaves its import path ("package.module:factory", `host`). Written atomically.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Weights:
     meta: DatasetMeta
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)
+    host: str | None = None  # import path of a host from outside the package; None for the built-in hosts
 
     @property
     def has_regularizer(self) -> bool:
@@ -38,6 +40,8 @@ class Weights:
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], config: Config, meta: DatasetMeta,
                  step: int, metrics: dict[str, Any] | None = None) -> Path:
     from safetensors.torch import save_file
+
+    from mtl3dcli.models.hosts import host_import_path  # the host registry: imported when weights are written
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {
@@ -49,6 +53,9 @@ def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], config
         "step": str(step),
         "metrics": json.dumps(metrics or {}),
     }
+    host = host_import_path(config.model.host)
+    if host is not None:
+        metadata["host"] = host
     with fileio.atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -77,4 +84,4 @@ def load_weights(path: str | os.PathLike) -> Weights:
         metrics = json.loads(metadata.get("metrics", "{}"))
     except (KeyError, TypeError, ValueError) as exc:
         raise Mtl3dError(f"{path}: unsupported or damaged metadata ({exc})") from None
-    return Weights(state, config, meta, step, metrics)
+    return Weights(state, config, meta, step, metrics, metadata.get("host"))

@@ -78,12 +78,12 @@ def test_partner_rotated_about_y_sees_the_plane_normal_in_its_own_frame(tmp_path
     with torch.no_grad():
         for p in field.parameters():
             p.zero_()
-        field.shared[0].weight[0, 0] = 1.0
-        field.shared[2].weight[0, 0], field.shared[2].bias[0] = 300.0, -20.0
-        field.shared[2].bias[1:] = 1.0
+        field.shared_hidden.weight[0, 0] = 1.0
+        field.shared_out.weight[0, 0], field.shared_out.bias[0] = 300.0, -20.0
+        field.shared_out.bias[1:] = 1.0
         for mlp in field.task_mlps.values():
-            mlp[1].bias.fill_(1.0)
-        field.task_mlps["normals"][3].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+            mlp.hidden.bias.fill_(1.0)
+        field.task_mlps["normals"].out.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
     pose_a = torch.eye(4)
     pose_a[:3, :3] = _rotation_y(-35.0) @ torch.tensor([[1.0, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]])
     pose_a[:3, 3] = torch.tensor([0.3, -1.2, 0.7])

@@ -11,7 +11,7 @@ import torch
 from layout_fixtures import CLASSES, camera, plane_view, write_layout
 
 from mtl3dcli.data.dataset import MultiTaskDataset, default_intrinsics, sample_generator
-from mtl3dcli.data.layout import Camera
+from mtl3dcli.data.layout import SampleCamera
 from mtl3dcli.data.pairs import find_partners, view_overlap
 from mtl3dcli.data.transforms import train_transform
 from mtl3dcli.errors import Mtl3dError
@@ -183,7 +183,7 @@ def test_find_partners_threshold_symmetry_and_scenes():
     for name, shift in [("a", 0.0), ("b", 1.0), ("c", 3.0), ("d", 0.0)]:
         poses[name] = np.eye(4)
         poses[name][0, 3] = shift
-    cameras = {name: Camera(K, pose, "room" if name != "d" else "other") for name, pose in poses.items()}
+    cameras = {name: SampleCamera(K, pose, "room" if name != "d" else "other") for name, pose in poses.items()}
     sizes = dict.fromkeys(cameras, (10, 20))
     partners = find_partners(cameras, list(cameras), sizes, min_overlap=0.3, depth=2.0)
     # overlaps at 2 m: a-b 0.75, b-c 0.5, a-c 0.25 (< 0.3); d is alone in its scene

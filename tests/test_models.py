@@ -176,30 +176,6 @@ def test_render_is_independent_of_chunking(tmp_path, decode):
     torch.testing.assert_close(pieces.feature, whole.feature, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("camera, decode, aggregation", [("orthographic", "point", "sum"),
-                                                         ("orthographic", "ray", "sum"),
-                                                         ("perspective", "ray", "concat"),
-                                                         ("perspective", "point", "product")])
-def test_factored_render_equals_the_per_sample_render_with_gradients(tmp_path, camera, decode, aggregation):
-    model, reg = _regularizer(tmp_path, f"regularizer.camera={camera}", f"regularizer.decode={decode}",
-                              f"regularizer.aggregation={aggregation}")
-    planes = reg.planes(model.net(torch.rand(2, 3, 32, 48)).features)
-    cam = reg.view_camera(K32x48.expand(2, 3, 3), (32, 48))
-    params = [planes, *reg.field.parameters()]
-    results = []
-    for factored in (True, False):
-        torch.manual_seed(3)  # the same stratified draw
-        out = reg.render(planes, cam, stratified=True, fast=factored)
-        loss = sum(m.square().mean() for m in (*out.tasks.values(), out.opacity))
-        results.append((out, torch.autograd.grad(loss, params, retain_graph=True)))
-    (a, grads_a), (b, grads_b) = results
-    for key in a.tasks:
-        torch.testing.assert_close(a.tasks[key], b.tasks[key], rtol=0, atol=1e-5)
-    torch.testing.assert_close(a.feature, b.feature, rtol=0, atol=1e-5)
-    for grad_a, grad_b in zip(grads_a, grads_b):
-        torch.testing.assert_close(grad_a, grad_b, rtol=1e-4, atol=1e-5)
-
-
 @pytest.mark.parametrize("camera, length", [("orthographic", 2.0), ("perspective", 4.5)])
 def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length):
     """sigma constant in the whole cube: opacity = 1 - exp(-sigma L), L = 2 cube units (orthographic: the rays cross
@@ -221,24 +197,3 @@ def test_constant_density_renders_beer_lambert_opacity(tmp_path, camera, length)
     with torch.no_grad():
         mid = reg.render(planes, cam, stratified=False)
     torch.testing.assert_close(mid.depth, torch.full_like(mid.depth, depth), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_recomputing_autograd_functions_pass_gradcheck():
-    # the two custom backward passes of the field (activations recomputed instead of kept), in float64
-    from mtl3dcli.models.regularizer import _CompositeOfTaskHidden, _LinearOfReluSum
-
-    g = torch.Generator().manual_seed(0)
-
-    def rand(*shape, positive=False):
-        x = torch.rand(*shape, generator=g, dtype=torch.float64) if positive else torch.randn(
-            *shape, generator=g, dtype=torch.float64)
-        return x.requires_grad_()
-
-    # parts broadcasting like (B, h, w, 1, D), (B, 1, w, N, D), (B, h, 1, N, D)
-    parts = (rand(2, 3, 4, 1, 5), rand(2, 1, 4, 6, 5), rand(2, 3, 1, 6, 5))
-    assert torch.autograd.gradcheck(_LinearOfReluSum.apply, (*parts, rand(7, 5), rand(7)))
-    # a feature that is a view of a wider output (as the density MLP's split gives it)
-    out = rand(2, 3, 5, 9)
-    assert torch.autograd.gradcheck(lambda w, o, W, b: _CompositeOfTaskHidden.apply(w, o[..., 1:], W, b),
-                                    (rand(2, 3, 5, positive=True), out, rand(6, 8), rand(6)))

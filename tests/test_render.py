@@ -14,7 +14,8 @@ from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.rays import CubeGrid, CubeSamples, orthographic_rays, sample_along_rays
 from mtl3dcli.render.triplane import (AGGREGATIONS, inside_cube, sample_triplane, sample_triplane_grid,
                                       triplane_feature_dim)
-from mtl3dcli.render.volume import accumulated_opacity, composite, expected_depth, render_field, render_weights
+from mtl3dcli.render.volume import (FieldOutput, accumulated_opacity, composite, expected_depth, render_field,
+                                   render_weights)
 
 D64 = torch.float64
 K = torch.tensor([[[500.0, 2.0, 320.0], [0.0, 480.0, 240.0], [0.0, 0.0, 1.0]]])  # a 480 x 640 camera, skewed
@@ -247,7 +248,7 @@ def test_weights_gradients_are_finite_where_alpha_is_one():
 def _constant(sigma_value: float):
     def field(samples: CubeSamples):
         points = samples.points()
-        return torch.full(points.shape[:-1], sigma_value), torch.ones(*points.shape[:-1], 1)
+        return FieldOutput(torch.full(points.shape[:-1], sigma_value), torch.ones(*points.shape[:-1], 1))
 
     return field
 
@@ -278,7 +279,7 @@ def test_opaque_slab_renders_its_depth_and_value(stratified):
         occupied = (z >= z0) & (z <= z0 + thickness)
         sigma = torch.where(occupied, torch.full_like(z, 1e6), torch.zeros_like(z))
         values = torch.where(occupied[..., None], slab_value, torch.ones(3))
-        return sigma, values
+        return FieldOutput(sigma, values)
 
     out = render_field(slab, OrthographicCamera(near, far), (3, 2), 1, n, stratified=stratified,
                        generator=torch.Generator().manual_seed(5))
@@ -297,7 +298,7 @@ def test_opaque_slab_renders_its_depth_and_value(stratified):
 def test_empty_ray_depth_goes_to_far_only_when_asked():
     def empty(samples):
         points = samples.points()
-        return torch.zeros(points.shape[:-1]), torch.zeros(*points.shape[:-1], 1)
+        return FieldOutput(torch.zeros(points.shape[:-1]), torch.zeros(*points.shape[:-1], 1))
 
     camera = NDCCamera(PinholeCamera(K, (480, 640), 1.5, 2.0))
     assert render_field(empty, camera, (1, 2), 1, 4).depth.tolist() == [[0.0, 0.0]]
@@ -315,7 +316,7 @@ def _field_of(planes: torch.Tensor, scale: float = 1.0, factored: bool = True):
             feats = sample_triplane_grid(planes, samples.chunk_grid())
         else:
             feats = sample_triplane(planes, samples.points())
-        return torch.nn.functional.softplus(feats[..., 0]) * 4.0 * scale, feats[..., 1:]
+        return FieldOutput(torch.nn.functional.softplus(feats[..., 0]) * 4.0 * scale, feats[..., 1:])
 
     return field
 

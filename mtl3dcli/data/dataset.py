@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from mtl3dcli import fileio
-from mtl3dcli.data.layout import Camera, DatasetLayout
+from mtl3dcli.data.layout import DatasetLayout, SampleCamera
 from mtl3dcli.data.pairs import find_partners
 from mtl3dcli.data.transforms import Sample, Transform
 from mtl3dcli.errors import Mtl3dError
@@ -171,7 +171,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
         return {"image": torch.from_numpy(image).permute(2, 0, 1), "labels": labels, "valid": valid, "K": K,
                 "pose": pose}
 
-    def _camera(self, sample_id: str) -> Camera:
+    def _camera(self, sample_id: str) -> SampleCamera:
         if sample_id not in self._cameras:
             raise Mtl3dError(f"{self.layout.root / 'cameras.json'} has no camera for sample {sample_id!r}")
         return self._cameras[sample_id]

@@ -26,7 +26,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
-class Camera:
+class SampleCamera:
+    """One sample's entry of cameras.json: intrinsics, pose and the scene it was taken in."""
+
     K: np.ndarray  # (3, 3) float64 intrinsics for the stored image size
     pose: np.ndarray  # (4, 4) float64 camera-to-world
     scene: str
@@ -42,7 +44,7 @@ class DatasetLayout:
                              f"nyuv2`, or pass --data)")
         self.meta = DatasetMeta.from_json(fileio.read_json(self.root / "meta.json"), str(self.root / "meta.json"))
         self.meta.tasks = [get_task(t).name for t in self.meta.tasks]
-        self._cameras: dict[str, Camera] | None = None
+        self._cameras: dict[str, SampleCamera] | None = None
         self._image_suffix: dict[str, str] | None = None
 
     # --- splits and tasks ----------------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ class DatasetLayout:
 
     # --- cameras -------------------------------------------------------------------------------------------------
     @property
-    def cameras(self) -> dict[str, Camera]:
+    def cameras(self) -> dict[str, SampleCamera]:
         if self._cameras is None:
             path = self.root / "cameras.json"
             raw = fileio.read_json(path) if path.is_file() else {}
@@ -95,7 +97,7 @@ class DatasetLayout:
                 try:
                     K = np.asarray(entry["K"], dtype=np.float64).reshape(3, 3)
                     pose = np.asarray(entry["pose"], dtype=np.float64).reshape(4, 4)
-                    cameras[sample_id] = Camera(K, pose, str(entry.get("scene", sample_id)))
+                    cameras[sample_id] = SampleCamera(K, pose, str(entry.get("scene", sample_id)))
                 except (KeyError, TypeError, ValueError) as exc:
                     raise Mtl3dError(f"{path}: bad camera entry for {sample_id!r} ({exc})") from None
             self._cameras = cameras

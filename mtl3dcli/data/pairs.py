@@ -11,7 +11,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from mtl3dcli.data.layout import Camera
+from mtl3dcli.data.layout import SampleCamera
 from mtl3dcli.geometry import camera_rays, project, relative_pose, scale_intrinsics, transform_points
 
 
@@ -35,9 +35,9 @@ def view_overlap(K_a: np.ndarray, pose_a: np.ndarray, K_b: np.ndarray, pose_b: n
     return float(inside.double().mean())
 
 
-def find_partners(cameras: dict[str, Camera], ids: list[str], image_sizes: dict[str, tuple[int, int]],
+def find_partners(cameras: dict[str, SampleCamera], ids: list[str], image_sizes: dict[str, tuple[int, int]],
                   min_overlap: float = 0.3, depth: float = 3.0) -> dict[str, list[str]]:
-    """For each id, the other ids of the same scene (`Camera.scene`) whose overlap with it is >= `min_overlap`,
+    """For each id, the other ids of the same scene (`SampleCamera.scene`) whose overlap with it is >= `min_overlap`,
     best first (ties by id).
 
     The overlap of a pair is symmetric: min(A->B, B->A) from `view_overlap`, so a partner sees a good part of the

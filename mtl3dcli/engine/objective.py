@@ -8,11 +8,10 @@ w_t is the task's multi-task weight (registry default or train.loss_weights), al
 weight (regularizer.alpha, default regularizer.default_alpha) and alpha'_t = cross_alpha * alpha_t. Rendered maps
 are upsampled (bilinear) to the label resolution before the loss.
 
-Cross-view: view A's tri-plane (in A's camera frame) is rendered from its partner camera B (`Regularizer.
-partner_camera`); normals come out in B's frame, and only B's pixels that A also sees are supervised: B's depth
-label back-projected, moved into A, inside A's image and agreeing with A's depth label within
-regularizer.cross_tolerance (`geometry.covisible`). The covisible fraction of B's pixels with a known depth is
-returned as the term "cross/visible": a diagnostic, not part of the total.
+Cross-view: view A's tri-plane (in A's camera frame) is rendered from its partner camera B and supervised on B's
+pixels that A also sees (`models/crossview.py`, within regularizer.cross_tolerance). The covisible fraction of B's
+pixels with a known depth is returned as the term "cross/visible": a diagnostic, not part of the total.
+The rendered terms are computed by the same functions as the public API's (`mtl3dcli.api`).
 """
 
 from __future__ import annotations
@@ -24,21 +23,9 @@ from torch import nn
 
 from mtl3dcli.config import Config
 from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.models.crossview import PartnerView, partner_losses
 from mtl3dcli.models.layers import upsample_maps
-from mtl3dcli.models.regularizer import Regularizer
-from mtl3dcli.render.cameras import Camera
-from mtl3dcli.geometry import covisible, relative_pose
-
-
-def rendered_losses(reg: Regularizer, planes: torch.Tensor, camera: Camera, size: tuple[int, int],
-                    labels: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                    stratified: bool) -> dict[str, torch.Tensor]:
-    """The unweighted task loss of every rendered task: the tri-plane rendered from `camera`, each map upsampled
-    (bilinear) to the labels' `size` and scored against them where `valid`. {task: loss} in the regularizer's order;
-    the training step and `benchmarks/regularizer_step.py` share it."""
-    rendered = reg.render(planes, camera, stratified=stratified)
-    up = upsample_maps(rendered.tasks, size)
-    return {t.name: t.loss(up[t.name], labels[t.name], valid[t.name]) for t in reg.tasks}
+from mtl3dcli.models.regularizer import Regularizer, rendered_losses
 
 
 class Objective(nn.Module):
@@ -80,27 +67,13 @@ class Objective(nn.Module):
         total = torch.stack(list(terms.values())).sum()
         return total, {**terms, **diagnostics}
 
-    def _cross_view(self, reg, planes: torch.Tensor, batch: dict[str, Any], size: tuple[int, int],
+    def _cross_view(self, reg: Regularizer, planes: torch.Tensor, batch: dict[str, Any], size: tuple[int, int],
                     terms: dict[str, torch.Tensor], diagnostics: dict[str, torch.Tensor]) -> None:
         """Render A's tri-plane from partner B and add `cross/<task>` on B's pixels that A sees."""
         pair = batch["pair"]
-        depth_task = reg.depth_labels
-        pair_size = tuple(pair["valid"][depth_task].shape[-2:])
-        with torch.autocast(device_type=planes.device.type, enabled=False):  # camera math in float32
-            b_to_a = relative_pose(batch["pose"].float(), pair["pose"].float())
-
-            def known_depth(labels, valid):
-                return torch.where(valid[depth_task], labels[depth_task][:, 0].float(), 0.0)
-
-            seen = covisible(known_depth(pair["labels"], pair["valid"]), pair["K"].float(),
-                             known_depth(batch["labels"], batch["valid"]), batch["K"].float(), b_to_a,
-                             self.cross_tolerance)
-        has_pair = batch["has_pair"].view(-1, 1, 1).bool()
-        labelled = pair["valid"][depth_task] & has_pair
-        diagnostics["cross/visible"] = ((seen & labelled).sum() / labelled.sum().clamp_min(1)).detach().float()
-        camera = reg.partner_camera(batch["K"], size, pair["K"], pair_size, b_to_a)
-        mask = seen & has_pair
-        seen_valid = {t.name: pair["valid"][t.name] & mask for t in reg.tasks}
-        losses = rendered_losses(reg, planes, camera, pair_size, pair["labels"], seen_valid, self.training)
+        partner = PartnerView(pair["K"], pair["pose"], pair["labels"], pair["valid"], batch["has_pair"])
+        losses, diagnostics["cross/visible"] = partner_losses(
+            reg, planes, batch["K"], size, batch["pose"], batch["labels"], batch["valid"], partner,
+            self.cross_tolerance, self.training)
         for name, loss in losses.items():
             terms[f"cross/{name}"] = self.cross_alpha * self.alpha[name] * self.weights[name] * loss

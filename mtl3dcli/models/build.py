@@ -7,14 +7,15 @@ import copy
 import torch
 from torch import nn
 
-from mtl3dcli.config import Config
+from mtl3dcli.config import Config, RegularizerConfig
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.weights import Weights
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.control2d import Control2D
 from mtl3dcli.models.hosts import Host, HostOutput, HostSpec, build_host
-from mtl3dcli.models.regularizer import Regularizer, Renders, build_regularizer
-from mtl3dcli.tasks import Task, parse_tasks
+from mtl3dcli.models.regularizer import Regularizer, Renders
+from mtl3dcli.models.regularizer_fused import FusedRegularizer
+from mtl3dcli.tasks import Task, get_task, parse_tasks
 
 
 def resolve_tasks(config: Config) -> list[Task]:
@@ -54,6 +55,24 @@ class MTL3DModel(nn.Module):
                           stratified=stratified)
 
 
+def build_regularizer(config: RegularizerConfig, in_channels: int, tasks: list[Task], channels: dict[str, int],
+                      depth_range: tuple[float, float]) -> Regularizer:
+    """The tri-plane regularizer for `in_channels` features: the fused path (`FusedRegularizer`) or, with
+    `config.fused` false, the plain one. The rendered tasks are `config.tasks` (None = all) restricted to the
+    model's tasks, in model order."""
+    wanted = {t.name for t in tasks} if config.tasks is None else {get_task(n).name for n in config.tasks}
+    unknown = wanted - {t.name for t in tasks}
+    if unknown:
+        raise Mtl3dError(f"regularizer.tasks names task(s) the model does not train: {', '.join(sorted(unknown))}")
+    rendered = [t for t in tasks if t.name in wanted]
+    depth_labels = next((t.name for t in tasks if t.rendered_as_depth), None)
+    if config.cross_view and depth_labels is None:
+        raise Mtl3dError("regularizer.cross_view needs depth labels: the visibility test back-projects the partner "
+                         "view's depth")
+    kind = FusedRegularizer if config.fused else Regularizer
+    return kind(config, in_channels, rendered, channels, depth_range, depth_labels)
+
+
 def build_model(config: Config, meta: DatasetMeta, with_regularizer: bool | None = None,
                 load_backbone_weights: bool = True, tasks: list[Task] | None = None) -> MTL3DModel:
     """`with_regularizer` None follows config.regularizer.enabled; False builds the inference graph only. `tasks`:
@@ -81,6 +100,8 @@ def model_from_weights(weights: Weights, with_regularizer: bool = False) -> MTL3
                          "render-views needs a model trained with the 3D-aware regularizer")
     config = copy.deepcopy(weights.config)
     config.regularizer.enabled = with_regularizer
+    if weights.host is not None:  # a host from outside the package: import it from where it was trained
+        config.model.host = weights.host
     model = build_model(config, weights.meta, load_backbone_weights=False)
     state = {k: v for k, v in weights.state.items() if with_regularizer or k.startswith("net.")}
     try:

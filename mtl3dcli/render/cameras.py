@@ -36,7 +36,9 @@ def float32_math(device: torch.device | str):
     return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
-class Camera(Protocol):
+class RenderCamera(Protocol):
+    """What the renderer asks of a camera (see the module docstring)."""
+
     spacing: str
 
     def rays(self, size: tuple[int, int], batch: int, device: torch.device | str) -> RayBundle: ...

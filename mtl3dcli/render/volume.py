@@ -11,10 +11,8 @@ from typing import Callable
 
 import torch
 
-from mtl3dcli.render.cameras import Camera
+from mtl3dcli.render.cameras import RenderCamera
 from mtl3dcli.render.rays import CubeSamples, sample_along_rays
-
-FieldFn = Callable[[CubeSamples], tuple]
 
 
 def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
@@ -63,6 +61,29 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor, far: torch.Tensor | f
 
 
 @dataclass
+class FieldOutput:
+    """What a field gives `render_field` for the samples of a chunk of r rays (N samples each).
+
+    density: sigma (B, r, N), non-negative. values: (B, r, N, C), composited by `render_field` with the weights; or
+    instead `composite`, a function of the compositing weights (B, r, N) -> (B, r, C) for a field that composites
+    its own way (e.g. recomputing its activations in backward instead of keeping them). shown: optional display-only
+    values (B, r, N, C'), composited without gradient, so autograd keeps nothing of them.
+    """
+
+    density: torch.Tensor
+    values: torch.Tensor | None = None
+    composite: Callable[[torch.Tensor], torch.Tensor] | None = None
+    shown: torch.Tensor | None = None
+
+    def composited(self, weights: torch.Tensor) -> torch.Tensor:
+        """sum_i w_i v_i of the values (B, r, C), or the field's own compositing of them."""
+        return self.composite(weights) if self.composite is not None else composite(weights, self.values)
+
+
+FieldFn = Callable[[CubeSamples], FieldOutput]
+
+
+@dataclass
 class RenderedRays:
     """What `render_field` returns for B images of R = h * w rays (row-major): values (B, R, C) composited with the
     weights, depth (B, R) in metres (the camera's map of the expected ray parameter), opacity (B, R), shown
@@ -74,18 +95,15 @@ class RenderedRays:
     shown: torch.Tensor | None = None
 
 
-def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch: int, n_samples: int, *,
+def render_field(field_fn: FieldFn, camera: RenderCamera, size: tuple[int, int], batch: int, n_samples: int, *,
                  device: torch.device | str = "cpu", stratified: bool = False, chunk: int | None = None,
                  generator: torch.Generator | None = None, empty_depth_at_far: bool = False,
                  factored: bool = True) -> RenderedRays:
     """Render a radiance-like field seen by `camera` at `size` (h, w), for `batch` images.
 
     field_fn: `CubeSamples` of a chunk of r rays (cube coordinates: `.grid` when factored, `.points()` always) ->
-    (sigma (B, r, N), values), optionally followed by display-only values (B, r, N, C'), composited without
-    gradient so autograd keeps nothing of them. values: (B, r, N, C), composited here, or a function of the
-    compositing weights (B, r, N) -> (B, r, C) for a field that composites its own way (e.g. recomputing its
-    activations in backward instead of keeping them). Density is zero outside the cube [-1, 1]^3, the tri-plane's
-    domain.
+    `FieldOutput` (density, values, optional display-only values). Density is zero outside the cube [-1, 1]^3, the
+    tri-plane's domain.
     Samples: N bins between the bundle's near and far in the camera's spacing, the stratified jitter shared by all
     rays of an image (one draw per image and sample index), so samples of cameras with a grid structure stay a grid
     and the field can factor its lookups (`factored`; False forces the per-point path, for tests). Rays go through
@@ -108,19 +126,17 @@ def render_field(field_fn: FieldFn, camera: Camera, size: tuple[int, int], batch
             samples = CubeSamples(grid=grid, rows=rows_slice)
         else:
             samples = CubeSamples(xyz=camera.to_cube(rays.points(t, ray_slice)))
-        sigma, values, *shown = field_fn(samples)
-        inside = samples.inside()
+        field = field_fn(samples)
+        sigma, inside = field.density, samples.inside()
         if inside is not None:
             sigma = torch.where(inside, sigma, torch.zeros_like(sigma))
         weights = render_weights(sigma, deltas)
         depth = expected_depth(weights, t, rays.far if empty_depth_at_far else None)
-        composited = values(weights) if callable(values) else composite(weights, values)
-        if shown:
+        shown = None
+        if field.shown is not None:
             with torch.no_grad():
-                shown = composite(weights, shown[0])
-        else:
-            shown = None
-        pieces.append((composited, depth, accumulated_opacity(weights), shown))
+                shown = composite(weights, field.shown)
+        pieces.append((field.composited(weights), depth, accumulated_opacity(weights), shown))
     composited, depth, opacity, shown = zip(*pieces)
     shown = torch.cat(shown, dim=1) if shown[0] is not None else None
     return RenderedRays(torch.cat(composited, dim=1), camera.depth_metres(torch.cat(depth, dim=1)),

@@ -10,10 +10,18 @@ without it.
     baseline  backbone -> fused scales -> one head per task (the standard MTL baseline)
     mti-net   HRNet -> per-scale initial predictions, feature propagation, multi-modal distillation, aggregation
     invpt     ViT -> preliminary decoder -> UP-Transformer with joint task attention -> multi-scale aggregation
+
+Hosts from outside the package: `model.host: "package.module:factory"` imports the module (the working directory
+is on the import path, as for `uvicorn app:main`) and calls `factory(spec)`; a factory decorated with
+`@register_host("name")` is also reachable as `model.host: name` once its module is imported. The weights file
+records the factory's import path (`host_import_path`), so a fresh process finds it again.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,28 +67,86 @@ class Host(nn.Module):
         raise NotImplementedError
 
 
+HostFactory = Callable[[HostSpec], Host]
+HOSTS: dict[str, HostFactory] = {}
+
+
+def register_host(name: str) -> Callable[[HostFactory], HostFactory]:
+    """Decorator: make `factory(spec) -> Host` available as `model.host: name` (as timm's `register_model`).
+    A name registered twice by different factories is an error, so a plug-in cannot shadow a host silently."""
+
+    def register(factory: HostFactory) -> HostFactory:
+        if HOSTS.get(name, factory) is not factory:
+            raise Mtl3dError(f"host {name!r} is already registered (by {host_import_path(name)})")
+        HOSTS[name] = factory
+        return factory
+
+    return register
+
+
+@register_host("baseline")
 def _baseline(spec: HostSpec) -> Host:
     from mtl3dcli.models.hosts.baseline import build_baseline
 
     return build_baseline(spec)
 
 
+@register_host("mti-net")
 def _mtinet(spec: HostSpec) -> Host:
     from mtl3dcli.models.hosts.mtinet import build_mtinet
 
     return build_mtinet(spec)
 
 
+@register_host("invpt")
 def _invpt(spec: HostSpec) -> Host:
     from mtl3dcli.models.hosts.invpt import build_invpt
 
     return build_invpt(spec)
 
 
-HOSTS: dict[str, Callable[[HostSpec], Host]] = {"baseline": _baseline, "mti-net": _mtinet, "invpt": _invpt}
+BUILT_IN = ("baseline", "mti-net", "invpt")
+
+
+def import_host(path: str) -> HostFactory:
+    """"package.module:factory" -> the factory; a module that cannot be imported or lacks the factory is one
+    clear error naming it. The working directory is importable, as it is for `python -m`."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise Mtl3dError(f"model.host {path!r} is neither a registered host ({', '.join(HOSTS)}) nor an import "
+                         f"path package.module:factory")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Mtl3dError(f"cannot import host module {module_name!r} (model.host {path!r}): {exc}") from None
+    factory = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise Mtl3dError(f"host module {module_name!r} has no factory {attribute!r} (model.host {path!r})")
+    return factory
+
+
+def resolve_host(host: str) -> HostFactory:
+    """The factory of `model.host`: a registered name or an import path."""
+    return HOSTS[host] if host in HOSTS else import_host(host)
+
+
+def host_import_path(host: str) -> str | None:
+    """Where a host comes from, for the weights file: "package.module:factory" of a host from outside the package
+    (named by its import path or registered by name), None for the built-in hosts."""
+    if host in BUILT_IN:
+        return None
+    factory = resolve_host(host)
+    return f"{factory.__module__}:{factory.__qualname__}"
 
 
 def build_host(spec: HostSpec) -> Host:
-    if spec.model.host not in HOSTS:
-        raise Mtl3dError(f"unknown model.host {spec.model.host!r}; available: {', '.join(HOSTS)}")
-    return HOSTS[spec.model.host](spec)
+    """The host `spec.model.host` names, checked against the Host contract."""
+    host = resolve_host(spec.model.host)(spec)
+    if not isinstance(host, nn.Module) or not isinstance(getattr(host, "feature_channels", None), int):
+        raise Mtl3dError(f"model.host {spec.model.host!r} did not return a Host (an nn.Module with an int "
+                         f"feature_channels and forward(image) -> HostOutput)")
+    return host

@@ -1,0 +1,152 @@
+"""The regularizer's two paths: the plain definition (models/regularizer.py) and the fused rewrites
+(models/regularizer_fused.py) compute the same function, values and gradients to 1e-5, from the same parameters."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from mtl3dcli.geometry import relative_pose
+from mtl3dcli.meta import DatasetMeta
+from mtl3dcli.models import regularizer as plain_module
+from mtl3dcli.models.build import build_model
+from mtl3dcli.models.regularizer import Regularizer, current_field_name, trunc_exp
+from mtl3dcli.models.regularizer_fused import FusedRegularizer, _CompositeOfTaskHidden, _LinearOfReluSum
+
+META = DatasetMeta(name="t", tasks=["semseg", "depth", "normals", "edge"], classes={"semseg": list("abcde")},
+                   depth_range=(0.5, 5.0))
+K = torch.tensor([[30.0, 0, 24], [0, 30.0, 16], [0, 0, 1]])
+SIZE = (32, 48)
+
+
+def _pair(tmp_path, *extra):
+    """The same model built with the fused and the plain regularizer, sharing every parameter; its features."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(tmp_path, *extra), META)
+    plain = build_model(tiny_config(tmp_path, *extra, "regularizer.fused=false"), META)
+    plain.load_state_dict(model.state_dict())
+    features = model.net(torch.rand(2, 3, *SIZE)).features.detach()
+    return model.regularizer, plain.regularizer, features
+
+
+def _render_and_grads(reg, features, camera_of, seed: int):
+    """Render with a fixed stratified draw; the maps and the gradients of a loss of every map with respect to the
+    features and every regularizer parameter."""
+    features = features.clone().requires_grad_()
+    planes = reg.planes(features)
+    torch.manual_seed(seed)
+    out = reg.render(planes, camera_of(reg), stratified=True)
+    loss = sum((m.float() * torch.linspace(-1, 1, m.numel()).view(m.shape)).mean()
+               for m in (*out.tasks.values(), out.opacity))
+    grads = torch.autograd.grad(loss, [features, *reg.parameters()])
+    return out, grads
+
+
+def _own_view(reg):
+    return reg.view_camera(K.expand(2, 3, 3), SIZE)
+
+
+def _partner_view(reg):
+    pose_a, pose_b = torch.eye(4).expand(2, 4, 4).clone(), torch.eye(4).expand(2, 4, 4).clone()
+    pose_b[:, 0, 3] = 0.2  # B 20 cm to the right of A
+    return reg.partner_camera(K.expand(2, 3, 3), SIZE, K.expand(2, 3, 3), SIZE, relative_pose(pose_a, pose_b))
+
+
+def _moved_view(reg):
+    turn = torch.eye(4).expand(2, 4, 4).clone()
+    turn[:, 0, 0], turn[:, 0, 2], turn[:, 2, 0], turn[:, 2, 2] = 0.98, 0.199, -0.199, 0.98
+    return reg.view_camera(K.expand(2, 3, 3), SIZE, turn)
+
+
+@pytest.mark.parametrize("camera, decode, aggregation, activation, view", [
+    ("orthographic", "point", "sum", "softplus", _own_view),
+    ("orthographic", "ray", "sum", "softplus", _own_view),
+    ("orthographic", "point", "mean", "trunc_exp", _moved_view),
+    ("perspective", "ray", "concat", "softplus", _own_view),
+    ("perspective", "point", "product", "softplus", _own_view),
+    ("perspective", "point", "sum", "softplus", _partner_view),
+    ("perspective", "ray", "sum", "trunc_exp", _partner_view),
+])
+def test_plain_and_fused_paths_agree_in_values_and_gradients(tmp_path, camera, decode, aggregation, activation,
+                                                             view):
+    fused, plain, features = _pair(tmp_path, f"regularizer.camera={camera}", f"regularizer.decode={decode}",
+                                   f"regularizer.aggregation={aggregation}",
+                                   f"regularizer.density_activation={activation}")
+    assert type(fused) is FusedRegularizer and type(plain) is Regularizer
+    out_f, grads_f = _render_and_grads(fused, features, view, seed=3)
+    out_p, grads_p = _render_and_grads(plain, features, view, seed=3)
+    assert list(out_f.tasks) == list(out_p.tasks) == ["semseg", "depth", "normals", "edge"]
+    for key in out_f.tasks:
+        torch.testing.assert_close(out_f.tasks[key], out_p.tasks[key], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_f.opacity, out_p.opacity, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out_f.feature, out_p.feature, rtol=0, atol=1e-5)
+    names = ["features", *(name for name, _ in fused.named_parameters())]
+    for name, grad_f, grad_p in zip(names, grads_f, grads_p):
+        torch.testing.assert_close(grad_f, grad_p, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_the_plain_module_defines_no_custom_autograd_function():
+    tree = ast.parse(inspect.getsource(plain_module))
+    bases = [ast.unparse(base) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for base in node.bases]
+    assert "nn.Module" in bases and not [b for b in bases if "Function" in b]
+    assert "torch.autograd" not in inspect.getsource(plain_module)
+
+
+def test_trunc_exp_is_exp_with_a_clamped_gradient():
+    x = torch.tensor([-3.0, 0.0, 10.0, 20.0], dtype=torch.float64, requires_grad=True)
+    y = trunc_exp(x)
+    assert torch.equal(y.detach(), torch.exp(x.detach()))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.exp(torch.tensor([-3.0, 0.0, 10.0, 15.0], dtype=torch.float64)))
+
+
+def test_named_layers_load_weights_saved_with_positional_names(tmp_path):
+    model = build_model(tiny_config(tmp_path), META)
+    state = model.state_dict()
+    legacy = {}
+    for key, value in state.items():
+        old = key.replace("field.shared_hidden.", "field.shared.0.").replace("field.shared_out.", "field.shared.2.")
+        old = old.replace(".hidden.", ".1.").replace(".out.", ".3.") if ".task_mlps." in old else old
+        legacy[old] = value.clone() + 1.0 if value.is_floating_point() else value.clone()
+    assert "regularizer.field.shared.2.weight" in legacy and "regularizer.field.task_mlps.semseg.3.bias" in legacy
+    fresh = build_model(tiny_config(tmp_path), META)
+    fresh.load_state_dict(legacy)  # strict: every old name found its layer
+    assert torch.equal(fresh.regularizer.field.shared_out.weight, state["regularizer.field.shared_out.weight"] + 1)
+    assert torch.equal(fresh.regularizer.field.task_mlps["semseg"].out.bias,
+                       state["regularizer.field.task_mlps.semseg.out.bias"] + 1)
+    assert current_field_name("task_mlps.edge.1.weight") == "task_mlps.edge.hidden.weight"
+    assert current_field_name("shared_out.bias") == "shared_out.bias"
+
+
+@pytest.mark.slow
+def test_recomputing_autograd_functions_pass_gradcheck():
+    # the two custom backward passes of the fused path (activations recomputed instead of kept), in float64
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape, positive=False):
+        x = torch.rand(*shape, generator=g, dtype=torch.float64) if positive else torch.randn(
+            *shape, generator=g, dtype=torch.float64)
+        return x.requires_grad_()
+
+    # parts broadcasting like (B, h, w, 1, D), (B, 1, w, N, D), (B, h, 1, N, D)
+    parts = (rand(2, 3, 4, 1, 5), rand(2, 1, 4, 6, 5), rand(2, 3, 1, 6, 5))
+    assert torch.autograd.gradcheck(_LinearOfReluSum.apply, (*parts, rand(7, 5), rand(7)))
+    # a feature that is a view of a wider output (as the density MLP's split gives it)
+    out = rand(2, 3, 5, 9)
+    assert torch.autograd.gradcheck(lambda w, o, W, b: _CompositeOfTaskHidden.apply(w, o[..., 1:], W, b),
+                                    (rand(2, 3, 5, positive=True), out, rand(6, 8), rand(6)))
+
+
+@pytest.mark.parametrize("decode", ["point", "ray"])
+def test_depth_alone_renders_on_both_paths(tmp_path, decode):
+    # no task MLP to decode: the feature is composited (and only shown), depth is the expected termination distance
+    fused, plain, features = _pair(tmp_path, "regularizer.tasks=[depth]", f"regularizer.decode={decode}")
+    with torch.no_grad():
+        renders = [reg.render(reg.planes(features), _own_view(reg)) for reg in (fused, plain)]
+    assert [list(r.tasks) for r in renders] == [["depth"], ["depth"]]
+    torch.testing.assert_close(renders[0].depth, renders[1].depth, rtol=0, atol=1e-5)
+    torch.testing.assert_close(renders[0].feature, renders[1].feature, rtol=0, atol=1e-5)
