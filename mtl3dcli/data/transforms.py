@@ -31,7 +31,7 @@ How the camera follows the pixels (u, v are pixel indices, centres at u + 0.5):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -383,14 +383,15 @@ def train_transform(size: tuple[int, int], scale: tuple[float, float] = (0.75, 1
     return Compose(transforms)
 
 
+EVAL_MODES: dict[str, Callable[[tuple[int, int]], Transform]] = {"resize": Resize, "pad": ResizePad}  # data.eval_mode
+
+
 def eval_transform(size: tuple[int, int] | None, mode: str = "resize") -> Compose:
     """Evaluation preprocessing: None keeps the stored size; "resize" stretches to `size`; "pad" fits the image
     inside `size` keeping its aspect ratio and pads the rest (padding is excluded from metrics via `valid`)."""
     if size is None:
         return Compose([])
-    if mode == "resize":
-        return Compose([Resize(size)])
-    if mode == "pad":
-        return Compose([ResizePad(size)])
-    raise Mtl3dError(f"unknown eval resize mode {mode!r} (use 'resize' or 'pad')")
+    if mode not in EVAL_MODES:
+        raise Mtl3dError(f"unknown eval resize mode {mode!r} (use {' or '.join(map(repr, EVAL_MODES))})")
+    return Compose([EVAL_MODES[mode](size)])
 

@@ -27,7 +27,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,31 +59,35 @@ from mtl3dcli.tasks import Task, get_task
 from mtl3dcli.weights import save_weights
 
 
+# train.schedule: the decay after warm-up, a function of the progress p in [0, 1] over the remaining steps
+SCHEDULES: dict[str, Callable[[float, TrainConfig], float]] = {
+    "poly": lambda p, config: (1.0 - p) ** config.poly_power,
+    "cosine": lambda p, config: 0.5 * (1.0 + math.cos(math.pi * p)),
+    "constant": lambda p, config: 1.0,
+}
+# train.optimizer: "adam" is Adam with L2 weight decay (the MTI-Net / InvPT recipes), "adamw" decoupled decay
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, config: torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum),
+    "adam": lambda groups, config: torch.optim.Adam(groups, lr=config.lr),
+    "adamw": lambda groups, config: torch.optim.AdamW(groups, lr=config.lr),
+}
+
+
 def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of the base learning rate after `step` optimizer steps: linear warm-up, then poly/cosine/constant
-    decay over the remaining steps."""
+    """Multiplier of the base learning rate after `step` optimizer steps: linear warm-up, then the schedule's decay
+    over the remaining steps."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    if config.schedule == "poly":
-        return (1.0 - progress) ** config.poly_power
-    if config.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0
+    return SCHEDULES[config.schedule](min(1.0, (step - config.warmup_steps) / span), config)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """No weight decay on biases and normalization parameters (1-D tensors), the usual practice. "adam" is Adam
-    with L2 weight decay (the MTI-Net / InvPT recipes), "adamw" decoupled decay."""
+    """No weight decay on biases and normalization parameters (1-D tensors), the usual practice."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return OPTIMIZERS[config.optimizer](groups, config)
 
 
 class EMA:

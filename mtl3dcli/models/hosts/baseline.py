@@ -12,6 +12,8 @@ Heads (`model.head`):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -40,6 +42,13 @@ class LightHead(nn.Module):
         return self.block(x)
 
 
+# model.head: (fused channels, head_channels, task channels) -> the task's head
+HEADS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "hrnet": lambda fused, hidden, out: hrnet_head(fused, out),
+    "light": LightHead,
+}
+
+
 class BaselineHost(Host):
     def __init__(self, backbone: Backbone, channels: dict[str, int], head: str = "light", head_channels: int = 64):
         super().__init__()
@@ -47,9 +56,9 @@ class BaselineHost(Host):
         self.backbone = backbone
         self.feature_channels = sum(backbone.channels)
         self.size_divisor = backbone.size_divisor
-        make = (lambda c: hrnet_head(self.feature_channels, c)) if head == "hrnet" else \
-            (lambda c: LightHead(self.feature_channels, head_channels, c))
-        self.heads = nn.ModuleDict({name: make(c) for name, c in channels.items()})
+        make = HEADS[head]
+        self.heads = nn.ModuleDict({name: make(self.feature_channels, head_channels, c)
+                                    for name, c in channels.items()})
 
     def forward(self, image: torch.Tensor) -> HostOutput:
         features = fuse_scales(self.backbone(self.normalize(image)))
