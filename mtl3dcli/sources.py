@@ -98,7 +98,7 @@ def hub_file(ref: HubFile) -> Path:
     """The file from huggingface_hub's cache, downloaded first when it is not there."""
     try:
         import huggingface_hub
-        from huggingface_hub import errors
+        from huggingface_hub import constants, errors
     except ImportError:
         raise Mtl3dError("hf:// weights need huggingface_hub (pip install 'mtl3d[hub]')") from None
     args = {"repo_id": ref.repo, "filename": ref.path, "revision": ref.revision,
@@ -118,8 +118,8 @@ def hub_file(ref: HubFile) -> Path:
         raise Mtl3dError(f"{where}: no hub repository {ref.repo} (or it is private: log in with "
                          f"`hf auth login` or set HF_TOKEN)") from None
     except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError):  # before EntryNotFoundError, its base
-        reason = ("HF_HUB_OFFLINE is set" if huggingface_hub.constants.HF_HUB_OFFLINE
-                  else f"the hub at {args['endpoint'] or huggingface_hub.constants.ENDPOINT} cannot be reached")
+        reason = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+                  else f"the hub at {args['endpoint'] or constants.ENDPOINT} cannot be reached")
         raise Mtl3dError(f"{where}: not in the local hub cache, and {reason}") from None
     except errors.EntryNotFoundError:
         raise Mtl3dError(f"{where}: the hub repository {ref.repo} has no file {ref.path}") from None

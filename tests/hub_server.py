@@ -4,7 +4,7 @@ resolver is tested without the internet. It records every request it answers.
     GET/HEAD /files/<name>                               a plain file, 404 if unknown
     GET/HEAD /<owner>/<repo>/resolve/<revision>/<path>   the hub's file route (what hf_hub_download asks), with the
                                                          hub's headers (X-Repo-Commit, ETag) and error codes
-                                                         (X-Error-Code RepositoryNotFound / RevisionNotFound /
+                                                         (X-Error-Code RepoNotFound / RevisionNotFound /
                                                          EntryNotFound)
 """
 
@@ -49,7 +49,7 @@ class HubServer:
             return 404, {}, b"not found"
         repo, revision, name = f"{parts[0]}/{parts[1]}", parts[3], parts[4]
         if repo not in self.repos:
-            return 404, {"X-Error-Code": "RepositoryNotFound"}, b"repository not found"
+            return 404, {"X-Error-Code": "RepoNotFound"}, b"repository not found"
         revisions = {self.commit(repo, r): files for r, files in self.repos[repo].items()} | self.repos[repo]
         if revision not in revisions:
             return 404, {"X-Error-Code": "RevisionNotFound"}, b"revision not found"
