@@ -2,14 +2,18 @@
 the export (`mtl3d export`'s own check, at the benchmark size).
 
     python benchmarks/inference_backends.py [--presets demo,hrnet18,mtinet-hrnet18-nyuv2] [--size 448x576]
-                                            [--repeats 5] [--threads N] [--set key=value ...]
+                                            [--repeats 5] [--threads N] [--set key=value ...] [--parity-only]
 
 Each preset's model is built with random weights, its BatchNorm statistics calibrated on random images (so the
 outputs have a trained network's scale, not the thousands an uncalibrated deep stack gives: the 1e-4 parity is on
 absolute differences), saved as weights and exported to ONNX at `--size` (fixed shape, batch 1). Each backend then
-runs in its own process (`--measure`), the ONNX one without importing torch, as a deployment would: the network
-alone on one image, after one warm-up, `--repeats` times; the median latency, the process's resident memory once
-the model is loaded and its peak while running (VmHWM, reset after loading) are reported. Both backends use `--threads` threads (default: all).
+runs in its own process (`--measure`), the ONNX one without importing torch, as a deployment would, both with
+denormals flushed to zero (`mtl3d predict`'s CPU settings, `cpu.tune_cpu_process`): the network alone on one
+image, after one warm-up, `--repeats` times; the median latency, the process's resident memory once the model is
+loaded and its peak while running (VmHWM, reset after loading) are reported. Both backends use `--threads` threads
+(default: all; on a machine shared with other work, 1 thread gives steadier numbers: threads that wait for a
+descheduled sibling make the median meaningless). The load average before and after is recorded with the numbers.
+`--parity-only` exports and checks without timing (the big hosts).
 Prints one JSON line.
 """
 
@@ -74,16 +78,19 @@ def measure(backend: str, path: str, size: tuple[int, int], repeats: int, thread
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")  # as tune_cpu_process for torch
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         loaded, reset = rss_mb(), reset_peak()
         times = timed(lambda: session.run(None, {"image": image}), repeats)
     else:
         import torch
 
+        from mtl3dcli.cpu import tune_cpu_process
         from mtl3dcli.models.build import model_from_weights
         from mtl3dcli.weights import load_weights
 
         torch.set_num_threads(threads)
+        tune_cpu_process()  # as `mtl3d predict` on the CPU: denormals flush to zero, freed memory kept
         net = model_from_weights(load_weights(path)).net.eval()
         tensor = torch.from_numpy(image)
         loaded, reset = rss_mb(), reset_peak()
@@ -138,10 +145,11 @@ def bench_preset(preset: str, args: argparse.Namespace, folder: Path) -> dict:
     summary = run_export(weights, folder / f"{preset}.onnx", size=size)
     export_s = time.perf_counter() - start
     result = {"params": params, "export_s": round(export_s, 1), "onnx_mb": round(summary["bytes"] / 2**20, 1),
-              "max_abs_diff": {k: float(f"{v:.3g}") for k, v in summary["max_abs_diff"].items()},
-              "pytorch": run_backend("pytorch", weights, args),
-              "onnxruntime": run_backend("onnxruntime", folder / f"{preset}.onnx", args)}
-    result["speedup"] = round(result["pytorch"]["median_ms"] / result["onnxruntime"]["median_ms"], 2)
+              "max_abs_diff": {k: float(f"{v:.3g}") for k, v in summary["max_abs_diff"].items()}}
+    if not args.parity_only:
+        result["pytorch"] = run_backend("pytorch", weights, args)
+        result["onnxruntime"] = run_backend("onnxruntime", folder / f"{preset}.onnx", args)
+        result["speedup"] = round(result["pytorch"]["median_ms"] / result["onnxruntime"]["median_ms"], 2)
     return result
 
 
@@ -157,6 +165,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], help="config override for every preset")
+    parser.add_argument("--parity-only", action="store_true", help="export and check, no timing (big hosts)")
     parser.add_argument("--measure", nargs=2, metavar=("BACKEND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -170,9 +179,11 @@ def main() -> None:
 
     report = {"benchmark": "inference_backends", "size": list(parse_size(args.size)), "batch": 1,
               "repeats": args.repeats, "threads": args.threads, "overrides": args.set,
+              "load_average_before": [round(v, 2) for v in os.getloadavg()],
               "environment": {**describe(torch.device("cpu")), "onnxruntime": onnxruntime.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
         report["models"] = {preset: bench_preset(preset, args, Path(tmp)) for preset in args.presets.split(",")}
+    report["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(report))
 
 

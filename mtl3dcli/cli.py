@@ -273,7 +273,8 @@ def render_views(
     from mtl3dcli.commands.views import run_render_views
     from mtl3dcli.sources import resolve_weights
 
-    written = run_render_views(image, resolve_weights(weights, _download_progress), out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
+    weights_path = resolve_weights(weights, _download_progress)
+    written = run_render_views(image, weights_path, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
                                size=render_size, fps=fps, device=device)
     out_console.print(f"wrote {len(written['gifs'])} GIFs, {written['frames']} frames and {written['sheet']}")
 
@@ -298,7 +299,7 @@ def export(
     from mtl3dcli.commands.export import run_export
 
     summary = run_export(weights, out, format=format, size=export_size, dynamic=dynamic, opset=opset,
-                         tolerance=tolerance)
+                         tolerance=tolerance, progress=_download_progress)
     shape = "dynamic batch and size" if dynamic else f"1x3x{summary['size'][0]}x{summary['size'][1]}"
     worst = max(summary["max_abs_diff"].values())
     out_console.print(f"wrote {out} ({summary['bytes'] / 1e6:.1f} MB, opset {opset}, input {shape}, outputs "

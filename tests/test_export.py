@@ -17,7 +17,8 @@ from rich.console import Console
 
 from mtl3dcli.commands import export as export_command
 from mtl3dcli.commands.evaluate import run_evaluation
-from mtl3dcli.commands.export import TaskOutputs, check_inputs, check_parity, export_size, run_export
+from mtl3dcli.commands.export import (TaskOutputs, check_dynamic, check_inputs, check_parity, export_size,
+                                      run_export)
 from mtl3dcli.commands.predict import run_predict
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.inference import InferenceSession
@@ -99,6 +100,13 @@ def test_parity_failure_names_the_output_and_writes_nothing(tiny_weights, export
     with pytest.raises(Mtl3dError, match="'depth'"):
         run_export(tiny_weights, tmp_path / "shifted.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_dynamic_export_whose_size_got_fixed_is_refused(exports):
+    """What the exporter makes of a host that turns a size into a Python int: the input dims become constants."""
+    check_dynamic(load_onnx(exports["dynamic"]["out"]).session)
+    with pytest.raises(Mtl3dError, match="--dynamic: the exporter fixed the input shape to \\[1, 3, 32, 64\\]"):
+        check_dynamic(load_onnx(exports["fixed"]["out"]).session)
 
 
 def _predict_both(weights: Path, onnx_file: str, images: Path, out: Path, monkeypatch) -> tuple[Path, Path]:

@@ -45,9 +45,9 @@ def run_evaluation(weights_path: str | Path, *, data: Path | None = None, split:
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
                    edge_nms: bool | None = None, limit: int | None = None, workers: int = 2,
                    consistency: bool | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Evaluate `weights_path` (a file or remote reference) on `split` of `data` (default: the dataset it trained on),
-    or its first `limit` images, and write the report (default: `default_report_path`); returns the report with "results"
-    {task: {metric: value}} and "protocols" {task: definition}. `consistency` (default: when the dataset has
+    """Evaluate `weights_path` (a file or remote reference) on `split` of `data` (default: the dataset it trained
+    on), or its first `limit` images, and write the report (default: `default_report_path`); returns the report with
+    "results" {task: {metric: value}} and "protocols" {task: definition}. `consistency` (default: when the dataset has
     cameras and the model predicts depth) adds the multi-view consistency of the predictions."""
     console = console or Console(stderr=True)
     local = resolve_weights(weights_path, lambda label: progress_bar(label, console, bytes_mode=True))

@@ -5,11 +5,11 @@ metadata `predict` and `evaluate` need (`onnx_backend.export_metadata`). A fixed
 `--dynamic` makes batch, height and width symbolic (sides must stay multiples of the host's size divisor).
 
 Exporter: `torch.onnx.export(dynamo=True)`, the torch.export-based exporter (default since PyTorch 2.9; needs
-onnxscript). The TorchScript exporter (`dynamo=False`) is deprecated and would silently bake a traced size into the
-graph wherever the model turns a size into a Python int: its dynamic exports then fail, or worse, at other sizes.
-torch.export records sizes symbolically and refuses (with the guard that failed) where a dimension cannot stay
-dynamic, so a wrong graph is an export error, never a file. It exports all three hosts (baseline, MTI-Net, InvPT)
-with fixed and dynamic shapes.
+onnxscript). The TorchScript exporter (`dynamo=False`) is deprecated and traces: wherever the model turns a size into
+a Python int it bakes the traced size into the middle of the graph while the input stays dynamic, so the file fails
+(or, for a resize, silently computes at the wrong size) at other sizes. torch.export records sizes symbolically; where
+one gets fixed anyway it fixes the graph's input dims, which `check_dynamic` turns into an export error. It exports
+all three hosts (baseline, MTI-Net, InvPT, ViT-L included) with fixed and dynamic shapes.
 
 After writing, the file checks itself: ONNX Runtime on the CPU against PyTorch on the same random images (for a
 dynamic export also at a second batch and size); every output's largest absolute difference must be within the
@@ -30,6 +30,7 @@ from mtl3dcli import fileio
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.build import model_from_weights
 from mtl3dcli.onnx_backend import INPUT, INSTALL_HINT, export_metadata, ort_session
+from mtl3dcli.progress import ProgressFactory
 from mtl3dcli.sources import resolve_weights
 from mtl3dcli.weights import load_weights
 
@@ -87,9 +88,22 @@ def check_inputs(size: tuple[int, int], divisor: int, dynamic: bool) -> list[tor
     return [torch.rand(shape, generator=generator) for shape in shapes]
 
 
-def check_parity(path: Path, module: TaskOutputs, inputs: list[torch.Tensor], tolerance: float) -> dict[str, float]:
-    """{output: largest |ONNX Runtime - PyTorch|} over `inputs`; an output beyond `tolerance` is an error."""
+def check_dynamic(session: Any) -> None:
+    """A dynamic export whose input the exporter fixed anyway (a size turned into a constant in the host's code) is
+    an error, not a file that fails at the first other size."""
+    shape = session.get_inputs()[0].shape
+    if any(isinstance(shape[axis], int) for axis in (0, 2, 3)):
+        raise Mtl3dError(f"--dynamic: the exporter fixed the input shape to {shape} (the host turns a size into a "
+                         "constant); export a fixed --size instead")
+
+
+def check_parity(path: Path, module: TaskOutputs, inputs: list[torch.Tensor], tolerance: float,
+                 dynamic: bool = False) -> dict[str, float]:
+    """{output: largest |ONNX Runtime - PyTorch|} over `inputs`; an output beyond `tolerance` is an error, and so
+    is a `dynamic` export with a fixed input shape."""
     session = ort_session(path, ["CPUExecutionProvider"])
+    if dynamic:
+        check_dynamic(session)
     worst = dict.fromkeys(module.names, 0.0)
     for image in inputs:
         with torch.no_grad():
@@ -109,14 +123,16 @@ def check_parity(path: Path, module: TaskOutputs, inputs: list[torch.Tensor], to
 
 
 def run_export(weights: str | Path, out: Path, *, format: str = "onnx", size: tuple[int, int] | None = None,
-               dynamic: bool = False, opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """Export the host of `weights` (a path or remote reference) to `out`; returns a summary with the parity
-    figures ({"out", "size", "dynamic", "opset", "outputs", "max_abs_diff": {task: value}})."""
+               dynamic: bool = False, opset: int = DEFAULT_OPSET, tolerance: float = TOLERANCE,
+               progress: ProgressFactory | None = None) -> dict[str, Any]:
+    """Export the host of `weights` (a path or remote reference, downloaded with `progress`) to `out`; returns a
+    summary with the parity figures ({"out", "size", "dynamic", "opset", "outputs", "max_abs_diff": {task: value},
+    "bytes"})."""
     if format not in FORMATS:
         raise Mtl3dError(f"unknown --format {format!r}; available: {', '.join(FORMATS)}")
     if opset < MIN_OPSET:
         raise Mtl3dError(f"--opset must be {MIN_OPSET} or newer, got {opset}")
-    loaded = load_weights(resolve_weights(weights))
+    loaded = load_weights(resolve_weights(weights, progress))
     model = model_from_weights(loaded).eval()  # the host only: the regularizer is never built
     config, divisor = loaded.config, model.net.size_divisor
     height, width = export_size(size, tuple(config.data.eval_size or config.data.size), divisor)
@@ -129,6 +145,6 @@ def run_export(weights: str | Path, out: Path, *, format: str = "onnx", size: tu
                                                         None if dynamic else (height, width), channels))
     with fileio.atomic_path(out) as tmp:
         program.save(str(tmp), external_data=False)
-        diffs = check_parity(tmp, module, check_inputs((height, width), divisor, dynamic), tolerance)
+        diffs = check_parity(tmp, module, check_inputs((height, width), divisor, dynamic), tolerance, dynamic)
     return {"out": str(out), "size": [height, width], "dynamic": dynamic, "opset": opset, "outputs": names,
             "max_abs_diff": diffs, "bytes": out.stat().st_size}

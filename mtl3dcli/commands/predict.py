@@ -80,8 +80,8 @@ def read_by_size(paths: list[Path], failures: list[Failure]) -> list[list[tuple[
     return list(groups.values())
 
 
-def run_predict(inputs: list[Path], weights_path: str | Path, *, tasks: str | None = None, out: Path = Path("predictions"),
-                formats: str = "png,npy", batch_size: int = 4, device: str = "auto",
+def run_predict(inputs: list[Path], weights_path: str | Path, *, tasks: str | None = None,
+                out: Path = Path("predictions"), formats: str = "png,npy", batch_size: int = 4, device: str = "auto",
                 console: Console | None = None) -> list[Failure]:
     """Predict every input with `weights_path` (a file or remote reference); returns the failures (already reported
     on `console`)."""
