@@ -27,6 +27,8 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
 _state = {"debug": False}
+WEIGHTS_HELP = ("hf://owner/repo[@revision]/file and https:// URLs are downloaded once and cached; append "
+                "#sha256=<hex> to check the file.")
 
 
 
@@ -41,6 +43,12 @@ def _size(text: Optional[str], option: str) -> Optional[tuple[int, int]]:
     if h <= 0 or w <= 0:
         raise Mtl3dError(f"{option} must be positive, got {text!r}")
     return h, w
+
+
+def _download_progress(label: str):
+    from mtl3dcli.progress import progress_bar
+
+    return progress_bar(label, console, bytes_mode=True)
 
 
 def _version(value: bool) -> None:
@@ -189,7 +197,8 @@ def train(
 # --- inference ----------------------------------------------------------------------------------------------------
 @app.command()
 def evaluate(
-    weights: Annotated[Path, typer.Option(help="A .safetensors file written by `mtl3d train`.")],
+    weights: Annotated[str, typer.Option(help="A .safetensors file written by `mtl3d train`, or its `mtl3d export` "
+                                              f".onnx (run by ONNX Runtime). {WEIGHTS_HELP}")],
     data: Annotated[Optional[Path], typer.Option(help="Dataset root (default: the one the model trained on).")]
     = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
@@ -227,7 +236,8 @@ def evaluate(
 @app.command()
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
-    weights: Annotated[Path, typer.Option(help="A .safetensors file written by `mtl3d train`.")],
+    weights: Annotated[str, typer.Option(help="A .safetensors file written by `mtl3d train`, or its `mtl3d export` "
+                                              f".onnx (run by ONNX Runtime). {WEIGHTS_HELP}")],
     tasks: Annotated[Optional[str], typer.Option(help="Tasks to output, e.g. seg,depth (default: all).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     format: Annotated[str, typer.Option(help="Comma list of png (colourised), npy (raw arrays; depth in "
@@ -248,7 +258,7 @@ def predict(
 @app.command("render-views")
 def render_views(
     image: Annotated[Path, typer.Argument(help="Input image.")],
-    weights: Annotated[Path, typer.Option(help="Weights of a model trained with the regularizer.")],
+    weights: Annotated[str, typer.Option(help=f"Weights of a model trained with the regularizer. {WEIGHTS_HELP}")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("views"),
     frames: Annotated[int, typer.Option(help="Number of novel views.")] = 36,
     orbit_degrees: Annotated[float, typer.Option(help="Largest rotation away from the input view.")] = 15.0,
@@ -262,10 +272,39 @@ def render_views(
     around the input view: PNG frames, one animated GIF per field and a contact sheet."""
     render_size = _size(size, "--size")  # before the heavy import, so a typo fails at once
     from mtl3dcli.commands.views import run_render_views
+    from mtl3dcli.sources import resolve_weights
 
-    written = run_render_views(image, weights, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
+    weights_path = resolve_weights(weights, _download_progress)
+    written = run_render_views(image, weights_path, out=out, frames=frames, orbit_degrees=orbit_degrees, path=path,
                                size=render_size, fps=fps, device=device)
     out_console.print(f"wrote {len(written['gifs'])} GIFs, {written['frames']} frames and {written['sheet']}")
+
+
+@app.command()
+def export(
+    weights: Annotated[str, typer.Option(help=f"A .safetensors file written by `mtl3d train`. {WEIGHTS_HELP}")],
+    out: Annotated[Path, typer.Option(help="The file to write, e.g. model.onnx.")],
+    format: Annotated[str, typer.Option(help="Export format: onnx.")] = "onnx",
+    size: Annotated[Optional[str], typer.Option(help="Input size HEIGHTxWIDTH, multiples of the host's size divisor "
+                                                     "(default: the size the weights evaluate at).")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Symbolic batch, height and width (sides still "
+                                          "multiples of the size divisor) instead of one fixed image.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 18,
+    tolerance: Annotated[float, typer.Option(help="Largest absolute difference from PyTorch allowed in the "
+                                                  "self-check.")] = 1e-4,
+) -> None:
+    """Export the host network (never the regularizer) for deployment, with one output per task and, in the file's
+    metadata, what [bold]predict[/] and [bold]evaluate[/] need; the file is checked against PyTorch with ONNX
+    Runtime before it is written."""
+    export_size = _size(size, "--size")
+    from mtl3dcli.commands.export import run_export
+
+    summary = run_export(weights, out, format=format, size=export_size, dynamic=dynamic, opset=opset,
+                         tolerance=tolerance, progress=_download_progress)
+    shape = "dynamic batch and size" if dynamic else f"1x3x{summary['size'][0]}x{summary['size'][1]}"
+    worst = max(summary["max_abs_diff"].values())
+    out_console.print(f"wrote {out} ({summary['bytes'] / 1e6:.1f} MB, opset {opset}, input {shape}, outputs "
+                      f"{', '.join(summary['outputs'])}); ONNX Runtime matches PyTorch within {worst:.2g}")
 
 
 @app.command()

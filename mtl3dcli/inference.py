@@ -2,7 +2,8 @@
 
 `evaluate`, `predict`, `render-views` and the Trainer's validation all go through `InferenceSession`, so loading,
 device choice, task selection, input preparation and mixed precision are written once. The session never builds the
-regularizer unless asked (`with_regularizer`, for rendered maps and novel views).
+regularizer unless asked (`with_regularizer`, for rendered maps and novel views). A `.onnx` file from `mtl3d export`
+runs through ONNX Runtime behind the same session (`onnx_backend.OnnxModel`): no torch model is built for it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY, ConsistencyMeter
 from mtl3dcli.models.build import MTL3DModel, model_from_weights
 from mtl3dcli.models.hosts import HostOutput
 from mtl3dcli.models.layers import upsample_maps
+from mtl3dcli.onnx_backend import OnnxModel, OnnxWeights, load_onnx, onnx_model
 from mtl3dcli.tasks import Task, parse_tasks
 from mtl3dcli.weights import Weights, load_weights
 
@@ -45,7 +47,12 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
-def select_tasks(model: MTL3DModel, spec: str | None) -> list[Task]:
+def read_weights(path: str | Path) -> Weights | OnnxWeights:
+    """A weights file of either kind: an ONNX export (`.onnx`) or self-describing safetensors."""
+    return load_onnx(path) if Path(path).suffix.lower() == ".onnx" else load_weights(path)
+
+
+def select_tasks(model: MTL3DModel | OnnxModel, spec: str | None) -> list[Task]:
     """The model's tasks named in `spec` ("seg,depth"; None = all); a task the model lacks is a clear error."""
     if not spec:
         return list(model.tasks)
@@ -67,17 +74,21 @@ def inference_size(height: int, width: int, train_size: tuple[int, int]) -> tupl
 class InferenceSession:
     """A model in eval mode on `device`, the tasks to report, and the input size it was trained for."""
 
-    model: MTL3DModel
+    model: MTL3DModel | OnnxModel
     device: torch.device
     tasks: list[Task]
     train_size: tuple[int, int]
     amp: bool = False  # autocast on CUDA
+    input_size: tuple[int, int] | None = None  # the only size the network takes (a fixed-size ONNX export)
 
     @classmethod
-    def from_weights(cls, weights: Path | Weights, *, device: str = "auto", tasks: str | None = None,
+    def from_weights(cls, weights: Path | Weights | OnnxWeights, *, device: str = "auto", tasks: str | None = None,
                      with_regularizer: bool = False) -> InferenceSession:
-        """Load a weights file (or already loaded `Weights`) onto a device; `tasks` selects a subset ("seg,depth")."""
-        loaded = weights if isinstance(weights, Weights) else load_weights(weights)
+        """Load a weights file (or already loaded `Weights` / `OnnxWeights`) onto a device; `tasks` selects a subset
+        ("seg,depth"). An ONNX export has no regularizer: `with_regularizer` is a clear error for it."""
+        loaded = weights if isinstance(weights, (Weights, OnnxWeights)) else read_weights(weights)
+        if isinstance(loaded, OnnxWeights):
+            return cls.from_onnx(loaded, device=device, tasks=tasks, with_regularizer=with_regularizer)
         model = model_from_weights(loaded, with_regularizer=with_regularizer)
         torch_device = resolve_device(device)
         if torch_device.type == "cpu":
@@ -87,17 +98,31 @@ class InferenceSession:
                               tuple(config.data.eval_size or config.data.size), amp=config.train.amp)
 
     @classmethod
+    def from_onnx(cls, weights: OnnxWeights, *, device: str = "auto", tasks: str | None = None,
+                  with_regularizer: bool = False) -> InferenceSession:
+        """An exported network run by ONNX Runtime (on `device`'s provider); the rest of the session is unchanged."""
+        if with_regularizer:
+            raise Mtl3dError(f"{weights.path} is an ONNX export of the host network only: rendered maps and "
+                             "render-views need the regularizer, in the .safetensors weights it was exported from")
+        torch_device = resolve_device(device)
+        model = onnx_model(weights, torch_device)
+        config = weights.config
+        return cls(model, torch_device, select_tasks(model, tasks), tuple(config.data.eval_size or config.data.size),
+                   input_size=model.net.input_size)
+
+    @classmethod
     def from_model(cls, model: MTL3DModel, device: torch.device, tasks: list[Task] | None = None,
                    train_size: tuple[int, int] = (0, 0), amp: bool = False) -> InferenceSession:
         return cls(model.to(device).eval(), device, list(tasks or model.tasks), train_size,
                    amp and device.type == "cuda")
 
     def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
-        """uint8 images of one size (H, W, 3) -> (B, 3, h, w) in [0, 1] at `inference_size` (antialiased bilinear)."""
+        """uint8 images of one size (H, W, 3) -> (B, 3, h, w) in [0, 1] at `inference_size` (antialiased
+        bilinear), or at `input_size` when the network takes only that."""
         height, width = images[0].shape[:2]
         tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
-        return F.interpolate(tensor, size=inference_size(height, width, self.train_size), mode="bilinear",
-                             align_corners=False, antialias=True)
+        return F.interpolate(tensor, size=self.input_size or inference_size(height, width, self.train_size),
+                             mode="bilinear", align_corners=False, antialias=True)
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> HostOutput:

@@ -66,6 +66,9 @@ def load_weights(path: str | os.PathLike) -> Weights:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        raise Mtl3dError(f"{path} is an ONNX export (the host network only, for predict and evaluate); this command "
+                         "needs the .safetensors weights it was exported from")
     if not path.is_file():
         raise Mtl3dError(f"weights file not found: {path}")
     try:

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from mtl3dcli import __version__, fileio
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("download", "preprocess", "train", "evaluate", "predict", "render-views", "presets")
+COMMANDS = ("download", "preprocess", "train", "evaluate", "predict", "render-views", "study", "export", "presets")
 
 
 def _env() -> dict[str, str]:
@@ -51,6 +51,8 @@ HELP_MENTIONS = {
     "predict": ["--weights", "--tasks", "--out", "--format", "png", "npy"],
     "render-views": ["--weights", "--out", "--frames", "--orbit-degrees", "--path", "--size", "orbit", "spiral",
                      "swing"],
+    "study": ["--preset", "--seeds", "--variants", "--half-width", "--jobs", "--launcher", "submitit", "--partition"],
+    "export": ["--weights", "--out", "--format", "onnx", "--size", "--dynamic", "hf://"],
     "presets": ["preset"],
 }
 

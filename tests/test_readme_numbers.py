@@ -154,12 +154,22 @@ def _parity_cell(stem: str) -> str:
             f"{run['baseline']['median_latency_ms']:.1f} ms")
 
 
+def _backends_cell(stem: str, model: str) -> str:
+    run = json.loads((BENCH / f"{stem}.json").read_text())["models"][model]
+    torch_, ort = run["pytorch"], run["onnxruntime"]
+    return (f"PyTorch {torch_['median_ms']:.0f} ms, ONNX Runtime {ort['median_ms']:.0f} ms (x{run['speedup']:.2f}); "
+            f"{torch_['loaded_rss_mb']:.0f} vs {ort['loaded_rss_mb']:.0f} MB resident")
+
+
 def test_readme_cost_rows_equal_the_benchmark_lines():
     rows = _tables(_section(ROOT / "README.md", "Cost"))[0][1:]
     assert len(rows) >= 3
     for row in rows:
         stem = re.search(r"docs/bench/(\w+)\.json", row[1]).group(1)
-        expected = _parity_cell(stem) if stem.startswith("inference_parity") else _step_cell(stem)
+        if stem.startswith("inference_backends"):
+            expected = _backends_cell(stem, re.search(r"`([\w-]+)`", row[0]).group(1))
+        else:
+            expected = _parity_cell(stem) if stem.startswith("inference_parity") else _step_cell(stem)
         assert row[-1] == expected, row[0]
 
 

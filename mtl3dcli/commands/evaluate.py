@@ -1,5 +1,6 @@
 """`mtl3d evaluate`: score self-describing weights on a split and write a metrics JSON (with the protocol of every
-metric, and Delta_m against single-task references when given)."""
+metric, and Delta_m against single-task references when given). The weights may be an `mtl3d export` ONNX file
+(scored through ONNX Runtime: exactly what will be deployed) and may come from the hub or a URL (`sources`)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ from mtl3dcli import fileio
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.inference import InferenceSession
+from mtl3dcli.inference import InferenceSession, read_weights
 from mtl3dcli.interrupts import default_interrupt
 from mtl3dcli.models.build import MTL3DModel
+from mtl3dcli.onnx_backend import OnnxModel
 from mtl3dcli.progress import progress_bar
 from mtl3dcli.reports import evaluation_report, scores_consistency
-from mtl3dcli.weights import load_weights
+from mtl3dcli.sources import is_remote, resolve_weights
 
 
-def check_dataset_fits(model: MTL3DModel, dataset: MultiTaskDataset) -> None:
+def check_dataset_fits(model: MTL3DModel | OnnxModel, dataset: MultiTaskDataset) -> None:
     """Class-count mismatches would give meaningless numbers: refuse them."""
     for task in dataset.tasks:
         if task.name in model.meta.classes and task.name in dataset.meta.classes:
@@ -32,17 +34,26 @@ def check_dataset_fits(model: MTL3DModel, dataset: MultiTaskDataset) -> None:
                                  f"has {theirs}")
 
 
+def default_report_path(reference: str | Path, local: Path, split: str) -> Path:
+    """`<weights>.<split>.json` next to local weights (`<name>.onnx.<split>.json` for an export, so it never
+    replaces its source's report); in the working folder for remote weights (never inside a download cache)."""
+    name = f"{local.stem}{'.onnx' if local.suffix.lower() == '.onnx' else ''}.{split}.json"
+    return Path(name) if is_remote(reference) else local.with_name(name)
+
+
 @default_interrupt()  # Ctrl-C stops it also where it runs in a `study --jobs` worker, which ignores Ctrl-C when idle
-def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str = "val", tasks: str | None = None,
+def run_evaluation(weights_path: str | Path, *, data: Path | None = None, split: str = "val", tasks: str | None = None,
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
                    edge_nms: bool | None = None, limit: int | None = None, workers: int = 2,
                    consistency: bool | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Evaluate `weights_path` on `split` of `data` (default: the dataset it trained on), or its first `limit`
-    images, and write the report (default `<weights>.<split>.json`); returns the report with "results"
-    {task: {metric: value}} and "protocols" {task: definition}. `consistency` (default: when the dataset has
+    """Evaluate `weights_path` (a file or remote reference) on `split` of `data` (default: the dataset it trained
+    on), or its first `limit` images, and write the report (default: `default_report_path`); returns the report with
+    "results" {task: {metric: value}} and "protocols" {task: definition}. `consistency` (default: when the dataset has
     cameras and the model predicts depth) adds the multi-view consistency of the predictions."""
-    weights = load_weights(weights_path)
+    console = console or Console(stderr=True)
+    local = resolve_weights(weights_path, lambda label: progress_bar(label, console, bytes_mode=True))
+    weights = read_weights(local)
     session = InferenceSession.from_weights(weights, device=device, tasks=tasks, with_regularizer=rendered)
     config = weights.config
     root = data or Path(config.data.root)
@@ -62,7 +73,7 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
     options = config.eval.metric_options()
     if consistency is None:
         consistency = scores_consistency(dataset.layout.has_cameras, session.tasks)
-    with progress_bar(f"evaluating {split}", console or Console(stderr=True), unit="images") as advance:
+    with progress_bar(f"evaluating {split}", console, unit="images") as advance:
         done = [0]
 
         def on_batch(images: int) -> None:
@@ -75,7 +86,7 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
         weights=weights_path, step=weights.step, dataset=root, split=split, samples=len(samples), results=results,
         protocols=session.protocols(options, consistency=consistency), tasks=session.tasks,
         references=_references(references) if references else config.eval.references)
-    target = out or Path(weights_path).with_suffix(f".{split}.json")
+    target = out or default_report_path(weights_path, local, split)
     fileio.write_json(target, report)
     report["written"] = str(target)
     return report

@@ -2,7 +2,8 @@
 
 Each image is resized, keeping its aspect ratio, to about the pixel count the model trained at (sides rounded
 to a multiple of the backbone stride), and every output is resized back to the input resolution before
-activation. One unreadable image does not stop the others: failures are collected and summarized.
+activation. One unreadable image does not stop the others: failures are collected and summarized. The weights
+may be an `mtl3d export` ONNX file (run by ONNX Runtime, no torch model built) and may come from the hub or a URL.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.inference import InferenceSession
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.progress import progress_bar
+from mtl3dcli.sources import resolve_weights
 from mtl3dcli.tasks import Task
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -78,13 +80,15 @@ def read_by_size(paths: list[Path], failures: list[Failure]) -> list[list[tuple[
     return list(groups.values())
 
 
-def run_predict(inputs: list[Path], weights_path: Path, *, tasks: str | None = None, out: Path = Path("predictions"),
-                formats: str = "png,npy", batch_size: int = 4, device: str = "auto",
+def run_predict(inputs: list[Path], weights_path: str | Path, *, tasks: str | None = None,
+                out: Path = Path("predictions"), formats: str = "png,npy", batch_size: int = 4, device: str = "auto",
                 console: Console | None = None) -> list[Failure]:
-    """Predict every input; returns the failures (already reported on `console`)."""
+    """Predict every input with `weights_path` (a file or remote reference); returns the failures (already reported
+    on `console`)."""
     console = console or Console(stderr=True)
     chosen_formats = parse_formats(formats)
-    session = InferenceSession.from_weights(weights_path, device=device, tasks=tasks)
+    local = resolve_weights(weights_path, lambda label: progress_bar(label, console, bytes_mode=True))
+    session = InferenceSession.from_weights(local, device=device, tasks=tasks)
     files, failures = collect_images(inputs)
     stems: dict[str, int] = {}  # a repeated file name gets -1, -2, ... so no output overwrites another
     done, errors = 0, len(failures)

@@ -52,6 +52,7 @@ from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError, disk_full_reason
 from mtl3dcli.fileio import remove_stale_temps, write_json, write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
 from mtl3dcli.interrupts import StopNow, StopRequest, ignore_in_worker
+from mtl3dcli.modelcard import write_model_card
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
 from mtl3dcli.reports import evaluation_report, run_report_path, scores_consistency
 from mtl3dcli.runlock import folder_lock
@@ -272,6 +273,7 @@ class Trainer:
             weights=self.weights_dir / "last.safetensors", step=self.step_count, dataset=data.root,
             split=data.val_split, samples=len(self.val_set), results=self.last_results, protocols=protocols,
             tasks=self.tasks, references=self.config.eval.references))
+        write_model_card(self.run_dir, self.config)  # README.md: the run as a hub model card
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> None:
         """weights/<name>.safetensors (deployed weights, self-describing); for "last" also the training state."""

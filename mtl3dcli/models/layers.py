@@ -52,7 +52,8 @@ class _BilinearResize(torch.autograd.Function):
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """F.interpolate(x, size, mode="bilinear", align_corners=False) of (B, C, h, w): the same values and gradients,
     the gradient faster on CPU (`_BilinearResize`)."""
-    size = (int(size[0]), int(size[1]))
+    if not torch.compiler.is_compiling():  # export (ONNX) keeps symbolic sizes: int() would fix the input size
+        size = (int(size[0]), int(size[1]))
     if x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled() and x.is_contiguous():
         return _BilinearResize.apply(x, size)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
