@@ -29,7 +29,6 @@ from mtl3dcli.onnx_backend import OnnxModel, OnnxWeights, load_onnx, onnx_model
 from mtl3dcli.tasks import Task, parse_tasks
 from mtl3dcli.weights import Weights, load_weights
 
-STRIDE = 32  # inference sides are multiples of the coarsest backbone stride
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -64,10 +63,12 @@ def select_tasks(model: MTL3DModel | OnnxModel, spec: str | None) -> list[Task]:
     return [have[t.name] for t in wanted]
 
 
-def inference_size(height: int, width: int, train_size: tuple[int, int]) -> tuple[int, int]:
-    """Keep the aspect ratio, match the training pixel count, round each side to a multiple of STRIDE."""
+def inference_size(height: int, width: int, train_size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Keep the aspect ratio, match the training pixel count, round each side to a multiple of `multiple` (the
+    host's `size_divisor`, so the network needs no padding)."""
     scale = math.sqrt(train_size[0] * train_size[1] / (height * width))
-    return (max(STRIDE, round(height * scale / STRIDE) * STRIDE), max(STRIDE, round(width * scale / STRIDE) * STRIDE))
+    return (max(multiple, round(height * scale / multiple) * multiple),
+            max(multiple, round(width * scale / multiple) * multiple))
 
 
 @dataclass
@@ -121,8 +122,8 @@ class InferenceSession:
         bilinear), or at `input_size` when the network takes only that."""
         height, width = images[0].shape[:2]
         tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
-        return F.interpolate(tensor, size=self.input_size or inference_size(height, width, self.train_size),
-                             mode="bilinear", align_corners=False, antialias=True)
+        size = self.input_size or inference_size(height, width, self.train_size, self.model.net.size_divisor)
+        return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> HostOutput:

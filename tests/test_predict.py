@@ -175,8 +175,10 @@ def test_format_parsing():
             parse_formats(bad)
 
 
-def test_inference_size_keeps_the_pixel_count_on_the_stride_grid():
-    assert inference_size(480, 640, (288, 384)) == (288, 384)  # NYUv2: 0.6x, both sides on the grid
-    assert inference_size(240, 320, (288, 384)) == (288, 384)  # upscaled to the training pixel count
-    assert inference_size(1000, 100, (96, 128)) == (352, 32)  # scale 0.35: 350 -> 352, 35 -> 32
-    assert inference_size(10, 1000, (64, 64)) == (32, 640)  # never below one stride
+def test_inference_size_keeps_the_pixel_count_on_the_hosts_grid():
+    assert inference_size(480, 640, (288, 384), 32) == (288, 384)  # NYUv2: 0.6x, both sides on the grid
+    assert inference_size(240, 320, (288, 384), 32) == (288, 384)  # upscaled to the training pixel count
+    assert inference_size(1000, 100, (96, 128), 32) == (352, 32)  # scale 0.35: 350 -> 352, 35 -> 32
+    assert inference_size(10, 1000, (64, 64), 32) == (32, 640)  # never below one divisor
+    assert inference_size(1000, 100, (96, 128), 16) == (352, 32)  # ViT patches: 350 -> 352, 35 -> 32
+    assert inference_size(1000, 100, (96, 128), 1) == (351, 35)  # a plain CNN takes any size (350.54 -> 351)

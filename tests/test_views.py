@@ -35,11 +35,12 @@ def photo(tmp_path_factory) -> Path:
     return path
 
 
-def preprocessed(path: Path, weights) -> torch.Tensor:
+def preprocessed(path: Path, weights, model) -> torch.Tensor:
     """The image as render-views feeds it to the encoder: (1, 3, h, w) in [0, 1] at the inference size."""
     array = fileio.read_image(path)
     tensor = torch.from_numpy(array).permute(2, 0, 1).float().div(255.0)[None]
-    size = inference_size(*array.shape[:2], weights.config.data.eval_size or weights.config.data.size)
+    size = inference_size(*array.shape[:2], weights.config.data.eval_size or weights.config.data.size,
+                          model.net.size_divisor)
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
@@ -129,7 +130,7 @@ def test_frame_zero_on_disk_is_the_training_view_render(tiny_weights, photo, tmp
     weights, model = loaded(tiny_weights)
     reg = model.regularizer
     with torch.no_grad():
-        planes = reg.planes(model.net(preprocessed(photo, weights)).features)
+        planes = reg.planes(model.net(preprocessed(photo, weights, model)).features)
         camera = reg.view_camera(torch.eye(3)[None], SIZE)  # orthographic: K is not used
         opacity = reg.render(planes, camera, size=SIZE).opacity[0, 0]
     expected = np.round(opacity.clamp(0, 1).numpy() * 255).astype(np.uint8)
@@ -139,7 +140,7 @@ def test_frame_zero_on_disk_is_the_training_view_render(tiny_weights, photo, tmp
 @pytest.mark.parametrize("fixture", ["tiny_weights", "tiny_weights_perspective"])
 def test_pose_zero_reproduces_the_regularizer_render_and_other_poses_differ(fixture, photo, request):
     weights, model = loaded(request.getfixturevalue(fixture))
-    image = preprocessed(photo, weights)
+    image = preprocessed(photo, weights, model)
     reg = model.regularizer
     renders = render_fields(model, image, camera_path("orbit", FRAMES, 15.0))
     # a new photo has no intrinsics: render-views assumes a 60 degree field of view (the orthographic camera

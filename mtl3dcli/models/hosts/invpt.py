@@ -30,8 +30,8 @@ decoder has no drop path (upstream's 0.15 is a linspace over depth 1, i.e. 0); q
 and MLP are shared by the tasks, only the query convolution and the upsampling blocks are per task. BatchNorm is
 plain BatchNorm2d (upstream SyncBatchNorm; convert under DDP if wanted).
 
-Input sizes. The ViT is built for the training size (`image_size`); other sizes (multiples of 16; predict uses
-multiples of 32) resample the position embedding on the fly (timm `dynamic_img_size`) and every decoder size is
+Input sizes. The ViT is built for the training size (`image_size`); other sizes (multiples of 16, the host's
+size_divisor, to which predict rounds) resample the position embedding on the fly (timm `dynamic_img_size`) and every decoder size is
 taken from the actual maps, never from the configuration. Upstream's fixed 2x factors hold only when H/32 is even;
 here messages and upsampling resize to the target grid, which is identical where upstream works.
 
