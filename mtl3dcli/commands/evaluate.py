@@ -15,7 +15,7 @@ from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.inference import InferenceSession
-from mtl3dcli.interrupts import default_interrupt
+from mtl3dcli.interrupts import StopRequest
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.progress import progress_bar
 from mtl3dcli.reports import evaluation_report, scores_consistency
@@ -32,7 +32,6 @@ def check_dataset_fits(model: MTL3DModel, dataset: MultiTaskDataset) -> None:
                                  f"has {theirs}")
 
 
-@default_interrupt()  # Ctrl-C stops it also where it runs in a `study --jobs` worker, which ignores Ctrl-C when idle
 def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str = "val", tasks: str | None = None,
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
@@ -69,8 +68,9 @@ def run_evaluation(weights_path: Path, *, data: Path | None = None, split: str =
             done[0] += images
             advance(done[0], len(samples))
 
-        results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
-                                   on_batch=on_batch)
+        with StopRequest() as stop, stop.immediate():  # Ctrl-C stops it at once, also in a `study --jobs` worker
+            results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
+                                       on_batch=on_batch)
     report = evaluation_report(
         weights=weights_path, step=weights.step, dataset=root, split=split, samples=len(samples), results=results,
         protocols=session.protocols(options, consistency=consistency), tasks=session.tasks,
