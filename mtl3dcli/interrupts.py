@@ -6,7 +6,9 @@ raises at once, unless the main thread is inside the standard library's process 
 DataLoader's: then it raises at the first moment it is not (checked every 20 ms), so no worker pool or pipe is left
 half set up, which would print a worker's traceback after our one line. A second Ctrl-C gives up at once.
 DataLoader workers ignore Ctrl-C (`ignore_in_worker`): a terminal sends it to the whole process group, and the main
-process, which decides what to save, shuts its workers down itself.
+process, which decides what to save, shuts its workers down itself. A process that runs one job after another
+(a `study --jobs` worker) calls `remember_interrupts()`: a Ctrl-C that came while it was idle or in an earlier
+job then stops the jobs that start after it too (`interrupted()`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RETRY_S = 0.02
+_MEMORY = {"on": False, "interrupted": False}  # see remember_interrupts
 _UNSAFE = (f"{os.sep}multiprocessing{os.sep}", f"{os.sep}concurrent{os.sep}futures{os.sep}process.py",
            f"{os.sep}torch{os.sep}utils{os.sep}data{os.sep}")
 
@@ -38,7 +41,7 @@ class StopRequest:
     also in a process that otherwise ignores them, such as an idle `study --jobs` worker."""
 
     def __init__(self):
-        self.requested = False
+        self.requested = interrupted()
         self._previous: dict[int, Any] = {}
         self._stop: Callable[[], BaseException] | None = None
 
@@ -58,7 +61,7 @@ class StopRequest:
     def _handle(self, signum, frame: FrameType | None) -> None:
         if self.requested:  # second Ctrl-C: give up immediately
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = _MEMORY["interrupted"] = True
         self._raise_when_safe(signal.SIGALRM, frame)
 
     def _raise_when_safe(self, signum, frame: FrameType | None) -> None:
@@ -87,6 +90,22 @@ class StopRequest:
             self._stop = None
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+def _remember(signum, frame) -> None:
+    _MEMORY["interrupted"] = True
+
+
+def remember_interrupts() -> None:
+    """From now on this process remembers a Ctrl-C: idle, it records it instead of dying; every later
+    `StopRequest` starts as requested and `interrupted()` is true, so no further job starts."""
+    _MEMORY["on"] = True
+    signal.signal(signal.SIGINT, _remember)
+
+
+def interrupted() -> bool:
+    """Whether a process that remembers interrupts (`remember_interrupts`) has been interrupted."""
+    return _MEMORY["on"] and _MEMORY["interrupted"]
 
 
 def ignore_in_worker(worker_id: int) -> None:

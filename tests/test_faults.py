@@ -385,3 +385,20 @@ def test_stale_temporary_files_are_removed_by_the_folder_writer(tmp_path):
     (tmp_path / "keep.json").write_text("{}")
     assert fileio.remove_stale_temps(tmp_path) == [tmp_path / ".last.state.pt.tmpab12.pt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]
+
+
+def test_a_study_worker_interrupted_while_idle_starts_no_further_run(tmp_path, tiny_dataset, monkeypatch):
+    """`study --jobs` workers remember a Ctrl-C that came between runs: the next run stops before it begins."""
+    from mtl3dcli import interrupts
+
+    monkeypatch.setattr(interrupts, "_MEMORY", {"on": False, "interrupted": False})
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupts.remember_interrupts()
+        os.kill(os.getpid(), signal.SIGINT)  # recorded, not raised
+        assert interrupts.interrupted() and interrupts.StopRequest().requested
+        with pytest.raises(Interrupted, match=f"interrupted before {tmp_path / 'run'} started"):
+            train(tiny_config(tiny_dataset), tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not (tmp_path / "run").exists()

@@ -43,7 +43,6 @@ import io
 import math
 import multiprocessing
 import os
-import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -58,6 +57,7 @@ from mtl3dcli import fileio
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.environment import summarize, training_environments
 from mtl3dcli.errors import Interrupted, Mtl3dError
+from mtl3dcli.interrupts import remember_interrupts
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.reports import run_report_path
 from mtl3dcli.stats import (Interval, PooledIntervals, all_within, next_seed_count, paired, pooled_paired,
@@ -363,7 +363,7 @@ def _worker_init(slots, threads: int) -> None:
     import torch
 
     global _WORKER_DEVICE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    remember_interrupts()  # Ctrl-C while idle: no later run starts (it used to be ignored: SIG_IGN)
     torch.set_num_threads(threads)
     slot, gpus = slots.get(), torch.cuda.device_count()
     _WORKER_DEVICE = f"cuda:{slot % gpus}" if gpus > 1 else None

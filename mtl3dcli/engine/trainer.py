@@ -51,7 +51,7 @@ from mtl3dcli.environment import record_start
 from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError, disk_full_reason
 from mtl3dcli.fileio import remove_stale_temps, write_json, write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
-from mtl3dcli.interrupts import StopRequest, ignore_in_worker
+from mtl3dcli.interrupts import StopRequest, ignore_in_worker, interrupted
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
 from mtl3dcli.reports import evaluation_report, run_report_path, scores_consistency
 from mtl3dcli.runlock import folder_lock
@@ -457,6 +457,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, console: Conso
     context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
                                else "cpu")
     run_dir = Path(run_dir)
+    if interrupted():  # a study worker told to stop before this run began
+        raise Interrupted(f"interrupted before {run_dir} started")
     try:
         with folder_lock(run_dir, "run") if context.main else contextlib.nullcontext():
             if context.main:
