@@ -8,6 +8,7 @@ import io
 import json
 import multiprocessing
 import os
+import pickle
 import random
 import signal
 import stat
@@ -140,6 +141,10 @@ def test_disk_full_reason_sees_through_how_writers_report_it():
     assert disk_full_reason(SafetensorError("I/O error: No space left on device (os error 28)")) == \
         "no space left on device"
     assert disk_full_reason(ValueError("bad value")) is None
+    copied = pickle.loads(pickle.dumps(DiskFull.writing("w.pt", "disk quota exceeded")))  # from a study worker
+    assert (str(copied), copied.path, copied.reason) == (
+        "disk full: cannot write w.pt (disk quota exceeded); free some space and run the command again", "w.pt",
+        "disk quota exceeded")
 
 
 def test_a_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):

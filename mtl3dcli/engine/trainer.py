@@ -237,8 +237,9 @@ class Trainer:
             self._interrupt()
 
     def _interrupt(self, during: str = "") -> None:
-        """Save the state (consistent between steps) and stop with how to continue."""
-        self.save("last")
+        """Save the state (consistent between steps) unless it was just saved, and stop with how to continue."""
+        if self._checkpoint_step != self.step_count:
+            self.save("last")
         raise Interrupted(f"interrupted at step {self.step_count}{during}; checkpoint saved, continue with "
                           f"`mtl3d train --resume {self.run_dir}`")
 
@@ -453,12 +454,12 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, console: Conso
     """Train `config` into `run_dir` (weights/, metrics.jsonl, results.csv, config.yaml); returns a summary.
     `resume` continues the run from its last checkpoint (a run killed before its first one starts over); without
     it an existing run is never overwritten. The run folder's writer lock is held throughout (rank 0)."""
-    device = config.train.device
-    context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-                               else "cpu")
     run_dir = Path(run_dir)
     if interrupted():  # a study worker told to stop before this run began
         raise Interrupted(f"interrupted before {run_dir} started")
+    device = config.train.device
+    context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+                               else "cpu")
     try:
         with folder_lock(run_dir, "run") if context.main else contextlib.nullcontext():
             if context.main:
