@@ -404,6 +404,17 @@ def list_presets_command() -> None:
     out_console.print(table)
 
 
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether `exc` was raised because of a KeyboardInterrupt (Typer chains it: Exit(130) from it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def main() -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2.
 
@@ -416,10 +427,11 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # text, not markup
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: files are written whole or not at all; run the same command again to "
-                      "continue", highlight=False)
-        sys.exit(130)
+    except SystemExit as exc:  # Typer turns Ctrl-C outside the commands' own handling into exit code 130
+        if exc.code == 130 and _interrupted(exc):
+            console.print("[red]interrupted[/]: files are written whole or not at all; run the same command again "
+                          "to continue", highlight=False)
+        raise
     except Exception as exc:  # a bug, not a user error: still one line unless --debug
         if _state["debug"]:
             raise

@@ -70,8 +70,13 @@ def _acquire(path: Path, what: str) -> int:
         if same:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    except BaseException:  # a full disk: give the lock up again, leaving no file
+        os.unlink(path)
+        os.close(fd)
+        raise
     _HELD.add(fd)
     return fd
 
@@ -82,16 +87,18 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     and nothing but the lock went into is removed again, so a command that fails early leaves no empty folder."""
     folder = Path(folder)
     created = not folder.exists()
-    with fileio.writing(folder / LOCK_NAME):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(folder / LOCK_NAME, what)
+    fd = None
     try:
+        with fileio.writing(folder / LOCK_NAME):
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = _acquire(folder / LOCK_NAME, what)
         yield folder
     finally:
-        _HELD.discard(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(folder / LOCK_NAME)  # still locked: a process that opened it meanwhile sees it is stale
-        os.close(fd)
+        if fd is not None:
+            _HELD.discard(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(folder / LOCK_NAME)  # still locked: a process that opened it meanwhile sees it is stale
+            os.close(fd)
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty

@@ -15,6 +15,7 @@ import yaml
 from conftest import TINY_OVERRIDES
 from rich.console import Console
 
+from mtl3dcli import interrupts
 from mtl3dcli.commands import study as study_module
 from mtl3dcli.commands.study import report as report_module
 from mtl3dcli.commands.study import runner as runner_module
@@ -242,10 +243,11 @@ def test_a_parallel_study_worker_takes_its_share_of_threads_and_its_own_gpu(monk
     queue = multiprocessing.get_context("spawn").Queue()
     queue.put(3)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(interrupts, "_MEMORY", {"on": False, "interrupted": False})
     threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGINT)
     try:
         runner_module._worker_init(queue, 1)
-        assert torch.get_num_threads() == 1 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert torch.get_num_threads() == 1 and signal.getsignal(signal.SIGINT) is interrupts._remember
         assert runner_module._WORKER_DEVICE == "cuda:1"  # slot 3 of 2 GPUs
     finally:
         torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.transforms import eval_transform
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.inference import InferenceSession, read_weights
-from mtl3dcli.interrupts import default_interrupt
+from mtl3dcli.interrupts import StopRequest
 from mtl3dcli.models.build import MTL3DModel
 from mtl3dcli.onnx_backend import OnnxModel
 from mtl3dcli.progress import progress_bar
@@ -41,7 +41,6 @@ def default_report_path(reference: str | Path, local: Path, split: str) -> Path:
     return Path(name) if is_remote(reference) else local.with_name(name)
 
 
-@default_interrupt()  # Ctrl-C stops it also where it runs in a `study --jobs` worker, which ignores Ctrl-C when idle
 def run_evaluation(weights_path: str | Path, *, data: Path | None = None, split: str = "val", tasks: str | None = None,
                    rendered: bool = False, references: Path | None = None, out: Path | None = None,
                    batch_size: int = 8, device: str = "auto", edge_thresholds: int | None = None,
@@ -80,8 +79,9 @@ def run_evaluation(weights_path: str | Path, *, data: Path | None = None, split:
             done[0] += images
             advance(done[0], len(samples))
 
-        results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
-                                   on_batch=on_batch)
+        with StopRequest() as stop, stop.immediate():  # Ctrl-C stops it at once, also in a `study --jobs` worker
+            results = session.evaluate(loader, rendered=rendered, metric_options=options, consistency=consistency,
+                                       on_batch=on_batch)
     report = evaluation_report(
         weights=weights_path, step=weights.step, dataset=root, split=split, samples=len(samples), results=results,
         protocols=session.protocols(options, consistency=consistency), tasks=session.tasks,

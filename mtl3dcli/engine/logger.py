@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
+from mtl3dcli.errors import disk_full_reason
 from mtl3dcli.metrics.consistency import GROUP as CONSISTENCY
 from mtl3dcli.tasks import get_task
 
@@ -63,6 +65,7 @@ class RunLogger:
 
             purge = start_step + (0 if redo_validation else 1) if (run_dir / "tensorboard").is_dir() else None
             self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+            self._previous_hook, threading.excepthook = threading.excepthook, self._thread_error
         except ImportError:  # TensorBoard is an optional extra
             self._tb = None
 
@@ -107,9 +110,7 @@ class RunLogger:
         if step % self.log_every and step != self.total_steps:
             return
         self._append({"step": step, "lr": lr, "loss": loss, **terms, "sec_per_step": seconds})
-        if self._tb is not None:
-            for key, value in {"loss": loss, "lr": lr, **terms}.items():
-                self._tb.add_scalar(f"train/{key}", value, step)
+        self._scalars("train", {"loss": loss, "lr": lr, **terms}, step)
         if self._progress is None:
             self.console.print(f"step {step}/{self.total_steps}  {summary}  lr {lr:.2e}  {seconds:.2f}s/step  "
                                f"eta {eta / 60:.1f} min", highlight=False)
@@ -122,9 +123,7 @@ class RunLogger:
         self._val_seconds, self.validations_left = seconds, max(0, self.validations_left - 1)
         flat = flatten_metrics(results)
         self._append({"step": step, "split": "val", **flat, "val_seconds": seconds, "protocols": protocols})
-        if self._tb is not None:
-            for key, value in flat.items():
-                self._tb.add_scalar(f"val/{key}", value, step)
+        self._scalars("val", flat, step)
         self._write_csv(step, flat)
         line = "  ".join(f"{name}/{get_task(name.split('/')[-1]).primary_metric} "
                          f"{metrics[get_task(name.split('/')[-1]).primary_metric]:.4g}"
@@ -150,8 +149,26 @@ class RunLogger:
         if self.enabled:
             (self._progress.console if self._progress else self.console).print(message, highlight=False)
 
+    def _scalars(self, group: str, values: dict[str, float], step: int) -> None:
+        if self._tb is not None:
+            with fileio.writing(self.run_dir / "tensorboard"):
+                for key, value in values.items():
+                    self._tb.add_scalar(f"{group}/{key}", value, step)
+
+    def _thread_error(self, args: threading.ExceptHookArgs) -> None:
+        """TensorBoard's writer thread meeting a full disk prints no traceback: the next write in the main thread
+        raises the same error, which the run reports as its one line."""
+        if disk_full_reason(args.exc_value) is None:
+            self._previous_hook(args)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
         if self._tb is not None:
-            self._tb.close()
+            tb, self._tb = self._tb, None
+            try:
+                with fileio.writing(self.run_dir / "tensorboard"):
+                    tb.close()
+            finally:
+                if threading.excepthook == self._thread_error:
+                    threading.excepthook = self._previous_hook

@@ -51,7 +51,7 @@ from mtl3dcli.environment import record_start
 from mtl3dcli.errors import DiskFull, Interrupted, Mtl3dError, disk_full_reason
 from mtl3dcli.fileio import remove_stale_temps, write_json, write_text
 from mtl3dcli.inference import InferenceSession, resolve_device
-from mtl3dcli.interrupts import StopNow, StopRequest, ignore_in_worker
+from mtl3dcli.interrupts import StopRequest, ignore_in_worker, interrupted
 from mtl3dcli.modelcard import write_model_card
 from mtl3dcli.models.build import MTL3DModel, build_model, resolve_tasks
 from mtl3dcli.reports import evaluation_report, run_report_path, scores_consistency
@@ -123,6 +123,10 @@ def best_metric_key(tasks: list[Task], config: TrainConfig) -> tuple[str, str, b
 def validation_steps(start: int, config: TrainConfig) -> list[int]:
     """The steps after `start` at which the Trainer validates: every eval_every, and the last step."""
     return sorted({s for s in range(start + 1, config.steps + 1) if s % config.eval_every == 0} | {config.steps})
+
+
+class _StopValidation(BaseException):
+    """Ctrl-C in a validation: a BaseException, so no `except Exception` on the way swallows it."""
 
 
 class Trainer:
@@ -244,8 +248,9 @@ class Trainer:
             self._interrupt()
 
     def _interrupt(self, during: str = "") -> None:
-        """Save the state (consistent between steps) and stop with how to continue."""
-        self.save("last")
+        """Save the state (consistent between steps) unless it was just saved, and stop with how to continue."""
+        if self._checkpoint_step != self.step_count:
+            self.save("last")
         raise Interrupted(f"interrupted at step {self.step_count}{during}; checkpoint saved, continue with "
                           f"`mtl3d train --resume {self.run_dir}`")
 
@@ -320,12 +325,18 @@ class Trainer:
                         len(self.train_set), self.config.data.batch_size, cfg.seed, rank=self.context.rank,
                         world=self.context.world, start=self.step_count))
                     self._loop(train_loader)
-        finally:
-            self.logger.close()
-            for loader in (train_loader, getattr(self, "_val_loader", None)):
-                if loader is not None:
-                    close_loader(loader)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the run is the one to report
+                self._close(train_loader)
+            raise
+        self._close(train_loader)
         return self._summary()
+
+    def _close(self, train_loader: DataLoader | None) -> None:
+        for loader in (train_loader, getattr(self, "_val_loader", None)):
+            if loader is not None:
+                close_loader(loader)
+        self.logger.close()
 
     def _loop(self, train_loader: DataLoader) -> None:
         tick = time.perf_counter()
@@ -357,11 +368,12 @@ class Trainer:
             if reason is None:
                 return None
             path = getattr(exc, "filename", None) or f"a file in {self.run_dir}"
-        intact = ("no checkpoint was saved yet" if self._checkpoint_step is None else
-                  f"the last intact checkpoint is step {self._checkpoint_step} "
-                  f"({self.weights_dir / 'last.state.pt'})")
-        return DiskFull.writing(path, reason, f"{intact}; free some space, then `mtl3d train --resume "
-                                              f"{self.run_dir}`")
+        if self._checkpoint_step is None:
+            return DiskFull.writing(path, reason, "no checkpoint was saved yet; free some space and run the same "
+                                                  "command again")
+        return DiskFull.writing(path, reason, f"the last intact checkpoint is step {self._checkpoint_step} "
+                                              f"({self.weights_dir / 'last.state.pt'}); free some space, then "
+                                              f"`mtl3d train --resume {self.run_dir}`")
 
     def _start_run(self) -> None:
         if not self.context.main:
@@ -402,11 +414,13 @@ class Trainer:
         """Validate the current step, log it and save best.safetensors on a new best; Ctrl-C stops at once (the
         state is saved with the validation marked as still to do)."""
         step, start = self.step_count, time.perf_counter()
-        self._validation_pending = True
+        self._validation_pending, stopped = True, False
         try:
-            with self._stop.immediate():
+            with self._stop.immediate(_StopValidation):
                 self.last_results, protocols = self.validate(final=final)
-        except StopNow:
+        except _StopValidation:
+            stopped = True  # stop outside this block: the validation's frames (its worker pools) go with it
+        if stopped:
             self._interrupt(" during its validation, which a resume does first")
         self._validation_pending = False
         self.logger.evaluation(step, self.last_results, protocols, time.perf_counter() - start)
@@ -452,10 +466,12 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, console: Conso
     """Train `config` into `run_dir` (weights/, metrics.jsonl, results.csv, config.yaml); returns a summary.
     `resume` continues the run from its last checkpoint (a run killed before its first one starts over); without
     it an existing run is never overwritten. The run folder's writer lock is held throughout (rank 0)."""
+    run_dir = Path(run_dir)
+    if interrupted():  # a study worker told to stop before this run began
+        raise Interrupted(f"interrupted before {run_dir} started")
     device = config.train.device
     context = init_distributed("cuda" if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
                                else "cpu")
-    run_dir = Path(run_dir)
     try:
         with folder_lock(run_dir, "run") if context.main else contextlib.nullcontext():
             if context.main:

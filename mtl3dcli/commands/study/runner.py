@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from mtl3dcli.commands.study.runs import check_existing_runs, run_finished, trai
 from mtl3dcli.commands.study.spec import RUN_FIELDS, StudySpec, Variant, run_dir, study_grid
 from mtl3dcli.commands.study.summary import control_groups, delta_m_intervals, summary_rows
 from mtl3dcli.errors import Interrupted, Mtl3dError
+from mtl3dcli.interrupts import remember_interrupts
 from mtl3dcli.stats import next_seed_count
 
 
@@ -133,7 +133,7 @@ def _worker_init(slots, threads: int) -> None:
     import torch
 
     global _WORKER_DEVICE
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    remember_interrupts()  # Ctrl-C while idle: no later run starts (it used to be ignored: SIG_IGN)
     torch.set_num_threads(threads)
     slot, gpus = slots.get(), torch.cuda.device_count()
     _WORKER_DEVICE = f"cuda:{slot % gpus}" if gpus > 1 else None
