@@ -62,7 +62,7 @@ def resize(sample: Sample, tasks: dict[str, Task], size: tuple[int, int]) -> Sam
         return dict(sample)
     out = dict(sample)
     image = F.interpolate(sample["image"][None], size=size, mode="bilinear", align_corners=False, antialias=True)
-    out["image"] = image[0].clamp(0.0, 1.0)
+    out["image"] = image[0].clamp_(0.0, 1.0)
     if "labels" in sample:
         out["labels"] = {name: tasks[name].resize(label, size) for name, label in sample["labels"].items()}
     if "valid" in sample:
