@@ -19,7 +19,7 @@ from PIL import Image
 from mtl3dcli import fileio
 from mtl3dcli.data.dataset import MultiTaskDataset
 from mtl3dcli.data.layout import LayoutWriter
-from mtl3dcli.data.transforms import train_transform
+from mtl3dcli.data.transforms import RandomScaleCrop, train_transform
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.tasks import TASKS, NormalsTask, Task, decode_normals, parse_tasks
 
@@ -54,8 +54,13 @@ def reference_hflip(self, label: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def reference_scale_crop(self, sample, tasks, generator):
+    return self.crop(self.scale(sample, tasks, generator), tasks, generator)
+
+
 @pytest.fixture
 def old_code_path(monkeypatch):
+    monkeypatch.setattr(RandomScaleCrop, "__call__", reference_scale_crop)
     monkeypatch.setattr(fileio, "_decode_image", reference_decode_image)
     monkeypatch.setattr(NormalsTask, "read", reference_normals_read)
     monkeypatch.setattr(NormalsTask, "valid", reference_normals_valid)
@@ -166,6 +171,29 @@ def _fold(value, digest) -> None:
     elif isinstance(value, torch.Tensor):
         digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
         digest.update(value.contiguous().numpy().tobytes())
+
+
+def _sample_digest(sample: dict) -> str:
+    digest = hashlib.sha256()
+    _fold(sample, digest)
+    return digest.hexdigest()
+
+
+def test_fused_scale_and_crop_equal_the_two_steps():
+    """Scales that shrink below the crop (padding), keep the size, and enlarge; balanced and plain crops."""
+    tasks = {task.name: task for task in parse_tasks("semseg,depth,normals")}
+    mostly_one_class = (torch.rand(30, 40) > 0.7).long() * torch.randint(1, 4, (30, 40))  # windows get redrawn
+    labels = {"semseg": mostly_one_class, "depth": torch.rand(1, 30, 40),
+              "normals": torch.nn.functional.normalize(torch.randn(3, 30, 40), dim=0)}
+    sample = {"image": torch.rand(3, 30, 40), "labels": labels, "K": torch.rand(3, 3), "pose": torch.eye(4),
+              "valid": {name: torch.rand(30, 40) > 0.2 for name in labels}, "id": "x"}
+    for low, high, ratio in [(0.5, 2.0, 0.75), (1.0, 1.0, 1.0), (0.3, 0.6, 1.0), (1.0, 1.5, 0.6)]:
+        transform = RandomScaleCrop(low, high, (24, 32), ratio)
+        for seed in range(8):
+            fused = transform(sample, tasks, torch.Generator().manual_seed(seed))
+            steps = reference_scale_crop(transform, sample, tasks, torch.Generator().manual_seed(seed))
+            assert fused.keys() == steps.keys() and fused["id"] == "x"
+            assert _sample_digest(fused) == _sample_digest(steps), (low, high, seed)
 
 
 RECIPES = {  # the augmentations of the NYUv2 presets (MTL-PyTorch's, InvPT's) and of the PASCAL ones
