@@ -3,10 +3,9 @@
     python benchmarks/loader_throughput.py [--pipelines nyuv2-hrnet18,nyuv2-invpt,pascal-mtinet] [--workers 1,2]
                                            [--samples 48] [--repeats 3] [--fixtures DIR]
 
-Fixtures (built once into --fixtures, or a temporary folder): synthetic scenes (mtl3dcli.datasets.synthetic) at the
-real datasets' stored sizes, in the common layout the converters write for them: NYUv2 480x640 with the image as a
-quality-95 JPEG (as `mtl3d download nyuv2` copies the upstream JPEGs) and normals with per-pixel noise (real normals
-come from noisy depth and compress no better than that); PASCAL-Context 512x512 with human parts and saliency.
+Fixtures (benchmarks/bench_fixtures.py; built once into --fixtures, or a temporary folder): synthetic scenes at the
+real datasets' stored sizes, stored as the converters store them: NYUv2 480x640 (JPEG images), PASCAL-Context
+512x512 (with human parts and saliency).
 
 Measured, per pipeline (a preset's training transform on its dataset):
   process   one process, one thread, no DataLoader: `dataset[(epoch, index)]` for `--samples` keys of the Trainer's
@@ -26,74 +25,29 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import os
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import PIL
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from mtl3dcli import fileio
+from bench_fixtures import STORED_SIZES, build_fixture
 from mtl3dcli.config import Config, load_config
 from mtl3dcli.data.dataset import MultiTaskDataset
-from mtl3dcli.data.layout import DatasetLayout
 from mtl3dcli.data.loader import EpochSampler, close_loader
 from mtl3dcli.data.transforms import train_transform
-from mtl3dcli.datasets.synthetic import SyntheticOptions, generate_synthetic
 from mtl3dcli.environment import describe
 from mtl3dcli.models.build import resolve_tasks
-from mtl3dcli.tasks import TASKS
 
 # pipeline -> (preset, fixture): the NYUv2 presets share two augmentations (MTL-PyTorch's and InvPT's)
 PIPELINES = {"nyuv2-hrnet18": ("hrnet18", "nyuv2"), "nyuv2-invpt": ("invpt-vitl-nyuv2", "nyuv2"),
              "pascal-mtinet": ("mtinet-hrnet18-pascal", "pascal")}
-FIXTURES = {"nyuv2": (480, 640), "pascal": (512, 512)}
-PARTS_CLASSES = 7  # PASCAL human parts: background + 6 parts
-NORMAL_NOISE = 0.03  # radians-ish per-pixel perturbation of the synthetic normals
-
-
-def build_fixture(root: Path, kind: str, scenes: int) -> Path:
-    """Synthetic views in the layout of `kind` (see the module doc), generated once into root/kind."""
-    out = root / kind
-    if (out / "meta.json").is_file():
-        return out
-    height, width = FIXTURES[kind]
-    generate_synthetic(out, SyntheticOptions(train_scenes=scenes, val_scenes=1, views=6, height=height, width=width),
-                       overwrite=True)
-    layout = DatasetLayout(out)
-    rng = np.random.default_rng(0)
-    for sample_id in layout.ids("train") + layout.ids("val"):
-        png = layout.image_path(sample_id)
-        fileio.write_image(png.with_suffix(".jpg"), fileio.read_image(png))
-        png.unlink()
-        normals = TASKS["normals"]
-        unit = normals.read(normals.path(out, sample_id))
-        noisy = unit + rng.normal(0.0, NORMAL_NOISE, unit.shape).astype(np.float32) * (unit != 0)
-        normals.write(normals.path(out, sample_id), noisy / np.maximum(np.linalg.norm(noisy, axis=-1, keepdims=True),
-                                                                       1e-6))
-        if kind == "pascal":
-            _add_pascal_labels(out, sample_id)
-    if kind == "pascal":
-        meta = fileio.read_json(out / "meta.json")
-        meta["tasks"] += ["parts", "saliency"]
-        meta["classes"]["parts"] = ["background", *(f"part{i}" for i in range(1, PARTS_CLASSES))]
-        fileio.write_json(out / "meta.json", meta)
-    return out
-
-
-def _add_pascal_labels(root: Path, sample_id: str) -> None:
-    """Human parts and saliency shaped like the segmentation: the objects of three classes are the 'people'."""
-    seg = TASKS["semseg"].read(TASKS["semseg"].path(root, sample_id))
-    people = np.isin(seg, (3, 6, 8))
-    parts = np.where(people, 1 + seg % (PARTS_CLASSES - 1), 0).astype(np.uint8)
-    TASKS["parts"].write(TASKS["parts"].path(root, sample_id), parts)
-    TASKS["saliency"].write(TASKS["saliency"].path(root, sample_id), people.astype(np.float32))
 
 
 def train_set(config: Config, root: Path, cache: bool) -> MultiTaskDataset:
@@ -191,8 +145,8 @@ def main() -> None:
         for name in args.pipelines.split(","):
             preset, kind = PIPELINES[name]
             config = load_config(preset, [])
-            root = build_fixture(fixtures, kind, args.scenes)
-            results[name] = {"preset": preset, "stored_size": list(FIXTURES[kind]), "crop": list(config.data.size),
+            root = build_fixture(fixtures, kind, scenes=args.scenes)
+            results[name] = {"preset": preset, "stored_size": list(STORED_SIZES[kind]), "crop": list(config.data.size),
                              "batch_size": config.data.batch_size,
                              "process": measure_process(config, root, args.samples, args.repeats)}
             if not args.skip_loader:
