@@ -106,12 +106,15 @@ def train_run(config: Config, run_dir: Path, timed_steps: int) -> dict:
         total, _ = trainer.step(batch)
         losses.append(total.item())
         times.append(time.perf_counter() - tick)
+    # DDP (a torchrun or srun launch) requires every trainable parameter to receive a gradient in every step
+    no_grad = [name for name, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
     del trainer
     return {"ms_per_step": round(statistics.median(times) * 1000, 1),
             "trainer_ms_per_step": round(statistics.median(r["sec_per_step"] for r in records if "loss" in r)
                                          * 1000, 1),
             "step_peak_mb": peak_mb(device), "run_peak_mb": run_peak, "finite_losses": all(map(math.isfinite, losses)),
-            "steps": len(losses), "fit_s": round(fit_seconds, 1), "ok": all(map(math.isfinite, losses))}
+            "steps": len(losses), "fit_s": round(fit_seconds, 1), "params_without_grad": no_grad[:5],
+            "ok": all(map(math.isfinite, losses)) and not no_grad}
 
 
 def check_preset(preset: str, data: Path, work: Path, args: argparse.Namespace) -> dict:

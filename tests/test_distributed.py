@@ -116,3 +116,11 @@ def test_two_slurm_tasks_train_together_with_gloo(tmp_path, tiny_dataset):
     assert all((ranks[0][name] - ranks[1][name]).abs().max().item() == 0.0 for name in ranks[0])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [record["step"] for record in records if "loss" in record] == [1, 2, 3, 4]
+
+
+def test_each_task_uses_the_gpu_slurm_shows_it(monkeypatch):
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 4)
+    assert [distributed.device_slot(rank, "cuda") for rank in range(4)] == [0, 1, 2, 3]  # all of a node's GPUs
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    assert [distributed.device_slot(rank, "cuda") for rank in range(4)] == [0, 0, 0, 0]  # --gpus-per-task=1
+    assert distributed.device_slot(3, "cpu") == 3

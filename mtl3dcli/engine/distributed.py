@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from mtl3dcli.errors import Mtl3dError
@@ -40,7 +41,7 @@ BARRIER_TIMEOUT = datetime.timedelta(hours=4)
 class DistContext:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
+    local_rank: int = 0  # on CUDA: the index of this process's GPU among the visible ones (see `device_slot`)
     launched: bool = False  # a launcher started this process: the process group is (to be) joined
     barrier_group: Any = None  # the gloo group `barrier` waits on
 
@@ -130,7 +131,15 @@ def init_distributed(device_type: str, env: Mapping[str, str] | None = None) -> 
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", init_method=init_method,
                                 rank=launch.rank, world_size=launch.world)
     group = dist.new_group(backend="gloo", timeout=BARRIER_TIMEOUT)
-    return DistContext(launch.rank, launch.world, launch.local_rank, True, group)
+    return DistContext(launch.rank, launch.world, device_slot(launch.local_rank, device_type), True, group)
+
+
+def device_slot(local_rank: int, device_type: str) -> int:
+    """The visible GPU a process of this local rank uses: itself when the node's GPUs are all visible (torchrun,
+    srun --gpus-per-node), 0 when SLURM shows each task only its own (srun --gpus-per-task=1)."""
+    if device_type != "cuda":
+        return local_rank
+    return local_rank % max(1, torch.cuda.device_count())
 
 
 def barrier(context: DistContext) -> None:
