@@ -53,6 +53,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/edge_eval.py
 	$(BIN)/python benchmarks/sequential_coverage.py
 	$(BIN)/python benchmarks/pooled_coverage.py
+	$(BIN)/python benchmarks/loader_throughput.py
+	$(BIN)/python benchmarks/inference_backends.py --threads 1
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -100,7 +100,7 @@ class Task:
         """Mirror left-right; vector-valued labels change sign where the mirror flips their axis."""
         out = label.flip(-1)
         if self.flip_signs is not None:
-            out = out * torch.tensor(self.flip_signs, dtype=out.dtype).view(-1, 1, 1)
+            out.mul_(torch.tensor(self.flip_signs, dtype=out.dtype).view(-1, 1, 1))
         return out
 
     # --- predictions -------------------------------------------------------------------------------------------
@@ -252,6 +252,27 @@ class DepthTask(Task):
         return prediction.cpu().float().numpy().reshape(prediction.shape[-2:])
 
 
+def decode_normals(rgb: np.ndarray) -> np.ndarray:
+    """Stored normals, uint8 (H, W, 3) encoding (n + 1) / 2 * 255, -> float32 (H, W, 3) unit vectors (a view of a
+    channel-first buffer, which `NormalsTask.to_tensor` takes without a copy); pixels whose decoded length is not
+    within 0.5 of 1 (the (0, 0, 0) of a missing label) are zero vectors.
+
+    In place on channel planes, the length summed in np.linalg.norm's order: the result of `n / |n|` with
+    n = rgb / 255 * 2 - 1 to the last bit (tests/test_decode.py checks every byte triple), in a third of its time."""
+    normals = np.moveaxis(rgb, -1, 0).astype(np.float32, order="C")  # channel planes
+    normals /= 255.0
+    normals *= 2.0
+    normals -= 1.0
+    squares = normals * normals
+    norm = squares[0] + squares[1]
+    norm += squares[2]
+    np.sqrt(norm, out=norm)
+    invalid = np.abs(norm - 1.0) >= 0.5
+    normals /= np.maximum(norm, np.float32(1e-6))
+    normals[:, invalid] = 0.0
+    return np.moveaxis(normals, 0, -1)
+
+
 @dataclass(frozen=True)
 class NormalsTask(Task):
     """Surface normals in the camera frame, stored as (n + 1) / 2 * 255 RGB; (0, 0, 0) marks invalid pixels."""
@@ -263,11 +284,7 @@ class NormalsTask(Task):
         ("depth",), True, lambda labels, K: derive.normals_from_depth(labels["depth"], K))
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
-        rgb = fileio.read_image(path, mode="RGB")
-        normals = rgb.astype(np.float32) / 255.0 * 2.0 - 1.0
-        norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-        valid = np.abs(norm - 1.0) < 0.5
-        return np.where(valid, normals / np.maximum(norm, 1e-6), 0.0).astype(np.float32)
+        return decode_normals(fileio.read_image(path, mode="RGB"))
 
     def write(self, path: str | os.PathLike, array: np.ndarray) -> None:
         normals = np.asarray(array, dtype=np.float32)
@@ -279,10 +296,12 @@ class NormalsTask(Task):
         return 3
 
     def to_tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1).contiguous()
 
     def valid(self, label: torch.Tensor) -> torch.Tensor:
-        return label.norm(dim=-3) > 0.5
+        # |n| > 0.5 as a sum of squares: torch.linalg.vector_norm over the channel dimension takes 28 ms per 480x640
+        # label on one CPU thread, this 0.5 ms (decoded normals are unit or zero, far from the threshold)
+        return (label * label).sum(dim=-3) > 0.25
 
     def activate(self, output: torch.Tensor) -> torch.Tensor:
         return F.normalize(output.float(), dim=1, eps=1e-6)

@@ -1,6 +1,7 @@
 """One torchrun worker for tests/test_ddp.py: trains the tiny config, then saves this rank's parameters.
 
 Usage: torchrun --standalone --nproc_per_node N tests/ddp_worker.py DATA_ROOT RUN_DIR [section.key=value ...]
+(or one process per task with SLURM's variables set, as tests/test_distributed.py starts them)
 The engine writes checkpoints on rank 0 only, so every rank writes RUN_DIR/rank<r>.safetensors itself (the model is
 captured by wrapping `build_model`), letting the test compare the ranks' weights.
 """
@@ -29,7 +30,7 @@ def main(root: str, run_dir: str, *extra: str) -> None:
 
     train_module.build_model = capture
     train_module.train(tiny_config(Path(root), *extra), Path(run_dir))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))  # torchrun or srun
     params = {name: p.detach().contiguous() for name, p in built[0].named_parameters()}
     save_file(params, os.path.join(run_dir, f"rank{rank}.safetensors"))
 

@@ -161,12 +161,22 @@ def _backends_cell(stem: str, model: str) -> str:
             f"{torch_['loaded_rss_mb']:.0f} vs {ort['loaded_rss_mb']:.0f} MB resident")
 
 
+def _loader_cell(stem: str) -> str:
+    after = json.loads((BENCH / f"{stem}.json").read_text())["pipelines"]["nyuv2-hrnet18"]
+    before = json.loads((BENCH / f"{stem}_before.json").read_text())["pipelines"]["nyuv2-hrnet18"]
+    rate = lambda run: run["process"]["no_cache"]["samples_per_cpu_s"]  # noqa: E731
+    return (f"{rate(after):.1f} samples per CPU second ({rate(before):.1f} before); one DataLoader worker "
+            f"{after['loader']['no_cache']['1']:.1f} samples/s")
+
+
 def test_readme_cost_rows_equal_the_benchmark_lines():
     rows = _tables(_section(ROOT / "README.md", "Cost"))[0][1:]
     assert len(rows) >= 3
     for row in rows:
         stem = re.search(r"docs/bench/(\w+)\.json", row[1]).group(1)
-        if stem.startswith("inference_backends"):
+        if stem.startswith("loader_throughput"):
+            expected = _loader_cell(stem)
+        elif stem.startswith("inference_backends"):
             expected = _backends_cell(stem, re.search(r"`([\w-]+)`", row[0]).group(1))
         else:
             expected = _parity_cell(stem) if stem.startswith("inference_parity") else _step_cell(stem)

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from mtl3dcli import fileio
+from mtl3dcli.cpu import retain_freed_memory
 from mtl3dcli.data.layout import DatasetLayout, SampleCamera
 from mtl3dcli.data.pairs import find_partners
 from mtl3dcli.data.transforms import Sample, Transform
@@ -135,6 +136,7 @@ class MultiTaskDataset(torch.utils.data.Dataset):
 
     def load(self, sample_id: str) -> Sample:
         """The untransformed sample: image, labels, valid, K, pose (see mtl3dcli.data.transforms)."""
+        retain_freed_memory()  # in every loader process: decoding frees and re-allocates the same large buffers
         if self._cache is None:
             decoded = self._decode(sample_id)
         elif sample_id in self._cache:

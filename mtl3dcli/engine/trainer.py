@@ -200,7 +200,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty from a run without AMP (CPU): a CUDA resume starts its scaler afresh
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.model.load_state_dict(state["ema"])
         self.step_count, self.best = int(state["step"]), state.get("best")
