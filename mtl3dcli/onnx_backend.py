@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from mtl3dcli import __version__
-from mtl3dcli.config import Config, validate
+from mtl3dcli.config import Config
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.models.build import resolve_tasks
 from mtl3dcli.models.hosts import HostOutput
 from mtl3dcli.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from mtl3dcli.tasks import Task
-from mtl3dcli.weights import Weights
+from mtl3dcli.weights import Weights, read_metadata
 
 FORMAT = "mtl3d-onnx"
 INPUT = "image"
@@ -103,13 +103,9 @@ def load_onnx(path: str | Path) -> OnnxWeights:
     metadata = session.get_modelmeta().custom_metadata_map
     if metadata.get("format") != FORMAT:
         raise Mtl3dError(f"{path} is an ONNX model but not one `mtl3d export` wrote (no mtl3d metadata)")
+    config, meta, step, metrics = read_metadata(metadata, path)
     try:
-        config = Config.from_dict(json.loads(metadata["config"]), source=f"config in {path.name}")
-        validate(config)
-        meta = DatasetMeta.from_json(json.loads(metadata["meta"]), f"dataset meta in {path.name}")
-        tasks = list(json.loads(metadata["tasks"]))
-        divisor, step = int(metadata["size_divisor"]), int(metadata.get("step", 0))
-        metrics = json.loads(metadata.get("metrics", "{}"))
+        tasks, divisor = list(json.loads(metadata["tasks"])), int(metadata["size_divisor"])
     except (KeyError, TypeError, ValueError) as exc:
         raise Mtl3dError(f"{path}: unsupported or damaged mtl3d metadata ({exc})") from None
     names = [output.name for output in session.get_outputs()]

@@ -79,12 +79,17 @@ def load_weights(path: str | os.PathLike) -> Weights:
         raise Mtl3dError(f"{path} is not a readable safetensors weights file ({str(exc).splitlines()[0]})") from None
     if metadata.get("format") != FORMAT:
         raise Mtl3dError(f"{path} is not an mtl3d weights file (no mtl3d config in its metadata)")
+    config, meta, step, metrics = read_metadata(metadata, path)
+    return Weights(state, config, meta, step, metrics, metadata.get("host"))
+
+
+def read_metadata(metadata: dict[str, str], path: Path) -> tuple[Config, DatasetMeta, int, dict[str, Any]]:
+    """The config, dataset meta, step and metrics an mtl3d file (weights or an ONNX export) keeps in its string
+    metadata; a missing or malformed entry is one clear error naming the file."""
     try:
         config = Config.from_dict(json.loads(metadata["config"]), source=f"config in {path.name}")
         validate(config)
         meta = DatasetMeta.from_json(json.loads(metadata["meta"]), f"dataset meta in {path.name}")
-        step = int(metadata.get("step", 0))
-        metrics = json.loads(metadata.get("metrics", "{}"))
+        return config, meta, int(metadata.get("step", 0)), json.loads(metadata.get("metrics", "{}"))
     except (KeyError, TypeError, ValueError) as exc:
-        raise Mtl3dError(f"{path}: unsupported or damaged metadata ({exc})") from None
-    return Weights(state, config, meta, step, metrics, metadata.get("host"))
+        raise Mtl3dError(f"{path}: unsupported or damaged mtl3d metadata ({exc})") from None

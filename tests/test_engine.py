@@ -163,7 +163,7 @@ def test_load_weights_errors(tmp_path):
         load_weights(foreign)
     damaged = tmp_path / "damaged.safetensors"
     save_file({"w": torch.zeros(2)}, str(damaged), metadata={"format": "mtl3d-weights", "config": "{not json"})
-    with pytest.raises(Mtl3dError, match="damaged.safetensors: unsupported or damaged metadata"):
+    with pytest.raises(Mtl3dError, match="damaged.safetensors: unsupported or damaged mtl3d metadata"):
         load_weights(damaged)
     bad_config = tmp_path / "bad_config.safetensors"
     save_file({"w": torch.zeros(2)}, str(bad_config),

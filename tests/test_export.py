@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import onnx
 import pytest
-from cli_run import invoke
+from test_cli import invoke
 from rich.console import Console
 
 from mtl3dcli.commands import export as export_command

@@ -15,7 +15,7 @@ from pathlib import Path
 import huggingface_hub.constants as hub_constants
 import numpy as np
 import pytest
-from cli_run import invoke
+from test_cli import invoke
 from hub_server import HubServer
 from rich.console import Console
 
