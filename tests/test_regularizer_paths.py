@@ -77,6 +77,8 @@ def test_plain_and_fused_paths_agree_in_values_and_gradients(tmp_path, camera, d
                                    f"regularizer.aggregation={aggregation}",
                                    f"regularizer.density_activation={activation}")
     assert type(fused) is FusedRegularizer and type(plain) is Regularizer
+    for method in ("planes", "field_function", "rendered_values"):  # the rewrites are really taken
+        assert getattr(FusedRegularizer, method) is not getattr(Regularizer, method), method
     out_f, grads_f = _render_and_grads(fused, features, view, seed=3)
     out_p, grads_p = _render_and_grads(plain, features, view, seed=3)
     assert list(out_f.tasks) == list(out_p.tasks) == ["semseg", "depth", "normals", "edge"]

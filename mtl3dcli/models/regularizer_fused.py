@@ -164,6 +164,16 @@ def task_outputs(field: TriplaneField, hidden: torch.Tensor, opacity: torch.Tens
     return out
 
 
+def downsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`resize_bilinear` of (B, C, h, w) to a smaller `size`; to exactly half, the mean of each 2x2 block (every
+    output pixel centre lies midway between two input centres along each axis), as two sums over reshaped axes,
+    which take a third of the interpolation's time forward and backward on CPU."""
+    b, c, h, w = x.shape
+    if (h, w) != (2 * size[0], 2 * size[1]):
+        return resize_bilinear(x, size)
+    return x.view(b, c, size[0], 2, w).sum(3).view(b, c, size[0], size[1], 2).sum(4) * 0.25
+
+
 class FusedRegularizer(Regularizer):
     """`Regularizer` with the exact rewrites above: the same modules, parameters and state-dict names."""
 
@@ -177,16 +187,6 @@ class FusedRegularizer(Regularizer):
             return projector(features)
         planes = projector.conv(downsample(features, size))
         return planes.view(planes.shape[0], 3, projector.plane_channels, *planes.shape[-2:])
-
-
-def downsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`resize_bilinear` of (B, C, h, w) to a smaller `size`; to exactly half, the mean of each 2x2 block (every
-    output pixel centre lies midway between two input centres along each axis), as two sums over reshaped axes,
-    which take a third of the interpolation's time forward and backward on CPU."""
-    b, c, h, w = x.shape
-    if (h, w) != (2 * size[0], 2 * size[1]):
-        return resize_bilinear(x, size)
-    return x.view(b, c, size[0], 2, w).sum(3).view(b, c, size[0], size[1], 2).sum(4) * 0.25
 
     def field_function(self, planes: torch.Tensor) -> FieldFn:
         per_point, aggregation = self.per_point, self.config.aggregation
