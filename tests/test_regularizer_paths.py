@@ -77,6 +77,8 @@ def test_plain_and_fused_paths_agree_in_values_and_gradients(tmp_path, camera, d
                                    f"regularizer.aggregation={aggregation}",
                                    f"regularizer.density_activation={activation}")
     assert type(fused) is FusedRegularizer and type(plain) is Regularizer
+    for method in ("planes", "field_function", "rendered_values"):  # the rewrites are really taken
+        assert getattr(FusedRegularizer, method) is not getattr(Regularizer, method), method
     out_f, grads_f = _render_and_grads(fused, features, view, seed=3)
     out_p, grads_p = _render_and_grads(plain, features, view, seed=3)
     assert list(out_f.tasks) == list(out_p.tasks) == ["semseg", "depth", "normals", "edge"]
@@ -150,3 +152,22 @@ def test_depth_alone_renders_on_both_paths(tmp_path, decode):
     assert [list(r.tasks) for r in renders] == [["depth"], ["depth"]]
     torch.testing.assert_close(renders[0].depth, renders[1].depth, rtol=0, atol=1e-5)
     torch.testing.assert_close(renders[0].feature, renders[1].feature, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("plane_size", [(4, 6), (3, 5)])
+def test_planes_smaller_than_the_features_are_resized_before_the_projection(tmp_path, plane_size):
+    # resize(conv(x)) = conv(resize(x)): the fused path convolves the resized features (4x6 halves 8x12 exactly,
+    # 3x5 does not divide it), the plain path resizes the convolved planes; values and gradients agree
+    fused, plain, features = _pair(tmp_path, f"regularizer.plane_size=[{plane_size[0]},{plane_size[1]}]")
+    assert tuple(features.shape[-2:]) == (8, 12)
+    planes, grads = [], []
+    for reg in (fused, plain):
+        x = features.clone().requires_grad_()
+        out = reg.planes(x)
+        assert out.shape == (2, 3, reg.config.plane_channels, *plane_size)
+        loss = (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum()
+        planes.append(out.detach())
+        grads.append(torch.autograd.grad(loss, [x, *reg.projector.parameters()]))
+    torch.testing.assert_close(planes[0], planes[1], rtol=0, atol=1e-5)
+    for grad_f, grad_p in zip(*grads):
+        torch.testing.assert_close(grad_f, grad_p, rtol=1e-5, atol=1e-5)

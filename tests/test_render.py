@@ -3,7 +3,11 @@ by hand (see each test's comment)."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -374,3 +378,19 @@ def test_gradcheck_triplane_weights_composite():
     assert torch.autograd.gradcheck(render, (planes, sigma))
     assert torch.autograd.gradcheck(lambda p, s: composite(render_weights(s, deltas), sample_triplane(p, xyz)),
                                     (planes, sigma))
+
+
+# ---------------------------------------------------------------- the throughput benchmark
+
+
+@pytest.mark.parametrize("extra", [[], ["--camera", "partner", "--decode", "point", "--plain"]])
+def test_render_throughput_times_the_regularizers_own_field(extra):
+    # the benchmark renders through Regularizer.render (the training path), not a stand-in MLP; tiny sizes
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "render_throughput.py"
+    args = ["--batch", "1", "--height", "4", "--width", "6", "--samples", "4", "--channels", "4", "--plane-size", "4",
+            "6", "--density-hidden", "8", "--task-hidden", "8", "--warmup", "0", "--iters", "1", *extra]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["field"] == ("Regularizer" if extra else "FusedRegularizer")
+    assert report["rays"] == 24 and report["ms_per_batch"] > 0
