@@ -158,6 +158,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_the_regularizer_trains_under_ddp(tmp_path):
     script = DDP_SCRIPT.format(store=tmp_path / "store")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

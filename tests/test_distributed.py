@@ -82,6 +82,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", **extra}
 
 
+@pytest.mark.slow
 def test_train_in_a_slurm_step_missing_a_variable_exits_with_one_line(tmp_path):
     env = _env(SLURM_NTASKS="2", SLURM_PROCID="0", SLURM_NODELIST="n1")
     done = subprocess.run([sys.executable, "-m", "mtl3dcli", "train", "--out", str(tmp_path / "run")], env=env,

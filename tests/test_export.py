@@ -83,6 +83,7 @@ def test_export_matches_pytorch_within_the_tolerance(exports):
         assert max(summary["max_abs_diff"].values()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_parity_failure_names_the_output_and_writes_nothing(tiny_weights, exports, tmp_path, monkeypatch):
     class Shifted(TaskOutputs):
         def forward(self, image):
@@ -215,6 +216,7 @@ def test_export_user_errors_are_one_line(case, tiny_weights, exports, images, tm
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_export_cli_reports_the_parity(tiny_weights, tmp_path, capsys):
     code, out, err = invoke(["export", "--weights", tiny_weights, "--out", tmp_path / "m.onnx"], capsys)
     assert code == 0, err

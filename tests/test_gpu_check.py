@@ -42,6 +42,7 @@ def test_gpu_check_passes_on_the_cpu_at_tiny_sizes(tmp_path):
     assert all(check["ok"] for check in commands.values()) and commands["torchrun"]["process_group"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_gpu_check_without_cuda_is_one_error_line():
     done = _run(timeout=120)

@@ -383,6 +383,7 @@ def test_gradcheck_triplane_weights_composite():
 # ---------------------------------------------------------------- the throughput benchmark
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--camera", "partner", "--decode", "point", "--plain"]])
 def test_render_throughput_times_the_regularizers_own_field(extra):
     # the benchmark renders through Regularizer.render (the training path), not a stand-in MLP; tiny sizes

@@ -140,6 +140,7 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
                           env=dict(os.environ, **env, PYTHONPATH=str(REPO), NO_COLOR="1", COLUMNS="200"), timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_with_hub_weights_then_offline_from_the_cache(server, tmp_path):
     """The real entry point: HF_ENDPOINT and HF_HUB_CACHE from the environment; a second run, with
     HF_HUB_OFFLINE=1, makes no request and gives the same predictions."""
