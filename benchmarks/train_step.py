@@ -1,12 +1,15 @@
 """Training step time and peak memory with and without the 3D-aware regularizer, for one preset and device.
 
-    python benchmarks/train_step.py --preset demo [--device cpu|cuda] [--steps 20] [--batch-size N] [--threads N]
+    python benchmarks/train_step.py --preset demo [--device cpu|cuda] [--steps 30] [--batch-size N] [--threads N]
 
-Uses random images and labels of the preset's training size (no dataset needed). Each variant runs in its own
-process so peak memory is not shared; the variants alternate `--repeats` times and medians are reported. Prints one
-JSON object: per-variant wall ms/step, CPU ms/step (process time of all threads: far steadier than wall time on a
-shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the
-work itself: with two threads a thread waiting for a descheduled partner spins and inflates both clocks.
+Uses random images and labels of the preset's training size (no dataset needed). The step-time ratio is measured in
+one process: the preset's model with and without the regularizer (each built as its config builds it, with its own
+optimizer) take alternate training steps, so both see the same machine state (a second process of the same code on
+a VM differs by 10% or more, which is more than the effects measured here); medians over `--steps` steps each.
+Peak memory comes from one more process per variant, so the two are not shared. Prints one JSON object:
+per-variant wall ms/step, CPU ms/step (process time of all threads: steadier than wall time on a shared machine) and
+peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the work itself: with two
+threads a thread waiting for a descheduled partner spins and inflates both clocks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -21,25 +25,25 @@ import time
 import torch
 
 
-def run_variant(args) -> dict:
+VARIANTS = ("noreg", "reg")
+
+
+def build_step(args, variant: str):
+    """A training step of the preset (the Trainer's objective, optimizer and AMP) with or without the regularizer on
+    a fixed random batch; and its model."""
     from bench_data import bench_meta, fake_batch
     from mtl3dcli.config import load_config
-    from mtl3dcli.cpu import tune_cpu_process
     from mtl3dcli.engine.objective import Objective
     from mtl3dcli.engine.trainer import build_optimizer
     from mtl3dcli.models.build import build_model, resolve_tasks
 
-    overrides = [f"regularizer.enabled={'true' if args.variant == 'reg' else 'false'}", *args.set]
+    overrides = [f"regularizer.enabled={'true' if variant == 'reg' else 'false'}", *args.set]
     if args.batch_size:
         overrides.append(f"data.batch_size={args.batch_size}")
     config = load_config(args.preset, overrides)
     tasks = resolve_tasks(config)
     meta = bench_meta(tasks, args.classes)
     device = torch.device(args.device)
-    if device.type == "cpu":
-        tune_cpu_process()  # as the Trainer does
-    if args.threads:
-        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(config, meta, load_backbone_weights=False).to(device)
     objective = Objective(model, config).to(device).train()
@@ -55,52 +59,76 @@ def run_variant(args) -> dict:
         scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    return step, model
+
+
+def setup_process(args) -> None:
+    from mtl3dcli.cpu import tune_cpu_process
+
+    if args.device == "cpu":
+        tune_cpu_process()  # as the Trainer does
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def peak_memory(args) -> dict:
+    """This process (one variant): peak MB after warm-up steps, and the parameter counts."""
+    setup_process(args)
+    step, model = build_step(args, args.variant)
+    if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for _ in range(args.steps):
+    for _ in range(args.warmup + 2):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    if args.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    ms = (time.perf_counter() - start) / args.steps * 1000
-    cpu_ms = (time.process_time() - cpu_start) / args.steps * 1000
-    return {"ms_per_step": round(ms, 2), "cpu_ms_per_step": round(cpu_ms, 2), "peak_mb": round(peak, 1),
-            "params_total": sum(p.numel() for p in model.parameters()),
+    return {"peak_mb": round(peak, 1), "params_total": sum(p.numel() for p in model.parameters()),
             "params_inference": sum(p.numel() for p in model.net.parameters())}
+
+
+def step_times(args) -> dict[str, dict[str, list[float]]]:
+    """Both variants in this process, alternating step by step: wall and CPU milliseconds of every timed step."""
+    setup_process(args)
+    steps = {variant: build_step(args, variant)[0] for variant in VARIANTS}
+    times = {variant: {"ms": [], "cpu_ms": []} for variant in VARIANTS}
+    for i in range(args.warmup + args.steps):
+        for variant, step in steps.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            step()
+            if i >= args.warmup:
+                times[variant]["ms"].append((time.perf_counter() - start) * 1000)
+                times[variant]["cpu_ms"].append((time.process_time() - cpu_start) * 1000)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each variant")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=13)
-    parser.add_argument("--repeats", type=int, default=3, help="processes per variant (medians are reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
-    parser.add_argument("--variant", choices=["reg", "noreg"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        print(json.dumps(peak_memory(args)))
         return
-    runs: dict[str, list[dict]] = {"noreg": [], "reg": []}
-    for _ in range(args.repeats):  # alternate the variants so machine load affects both alike; report medians
-        for variant in ("noreg", "reg"):
-            cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            runs[variant].append(json.loads(out.strip().splitlines()[-1]))
-    results = {variant: {**values[0], **{key: sorted(v[key] for v in values)[len(values) // 2]
-                                          for key in ("ms_per_step", "cpu_ms_per_step", "peak_mb")}}
-               for variant, values in runs.items()}
+    memory = {}
+    for variant in VARIANTS:
+        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        memory[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                    text=True).stdout.strip().splitlines()[-1])
+    times = step_times(args)
+    results = {variant: {"ms_per_step": round(statistics.median(times[variant]["ms"]), 2),
+                         "cpu_ms_per_step": round(statistics.median(times[variant]["cpu_ms"]), 2),
+                         **memory[variant]} for variant in VARIANTS}
 
     def overhead(key: str) -> float:
         return round(results["reg"][key] / results["noreg"][key] - 1.0, 4)
@@ -108,12 +136,12 @@ def main() -> None:
     from mtl3dcli.environment import describe
 
     print(json.dumps({"preset": args.preset, "device": args.device, "threads": args.threads or torch.get_num_threads(),
-                      "environment": describe(torch.device(args.device)), "repeats": args.repeats,
+                      "environment": describe(torch.device(args.device)), "steps": args.steps,
                       "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
                       "step_time_overhead": overhead("ms_per_step"),
                       "cpu_time_overhead": overhead("cpu_ms_per_step"), "peak_memory_growth": overhead("peak_mb"),
-                      "runs": {variant: {key: [v[key] for v in values] for key in ("ms_per_step", "cpu_ms_per_step")}
-                               for variant, values in runs.items()}}))
+                      "runs": {variant: {key: [round(t, 2) for t in values] for key, values in times[variant].items()}
+                               for variant in VARIANTS}}))
 
 
 if __name__ == "__main__":

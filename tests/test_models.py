@@ -15,7 +15,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model
 from mtl3dcli.models.hosts.baseline import BaselineHost
-from mtl3dcli.models.layers import resize_bilinear
+from mtl3dcli.models.layers import bilinear_matrix, resize_bilinear
 from mtl3dcli.models.regularizer import Renders
 
 META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
@@ -105,13 +105,13 @@ def test_baseline_host_outputs_at_input_resolution(head):
         assert tuple(out.outputs[name].shape) == (2, c, 40, 56)
 
 
-@pytest.mark.parametrize("shape, size", [((2, 6, 7, 9), (56, 72)),      # 8x, the rendered maps to the input
-                                         ((3, 5, 13, 17), (100, 131)),  # not an integer factor
-                                         ((2, 4, 24, 32), (12, 16))])   # downsampling (tri-plane resizing)
+@pytest.mark.parametrize("shape, size", [((2, 6, 35, 40), (280, 320)),  # 8x
+                                         ((3, 5, 37, 41), (100, 131)),  # not an integer factor
+                                         ((2, 4, 48, 64), (24, 32))])   # downsampling (tri-plane resizing)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-def test_resize_bilinear_equals_interpolate_bit_for_bit_with_gradients(shape, size, dtype):
-    # The training step's bilinear resizing takes its gradient from the channels-last kernel; the committed studies'
-    # numbers rely on it adding the same terms in the same order as F.interpolate's own backward.
+def test_resize_bilinear_of_large_inputs_equals_interpolate_bit_for_bit_with_gradients(shape, size, dtype):
+    # Inputs above SEPARABLE_MAX_SIDE take their gradient from the channels-last kernel, which adds the same terms in
+    # the same order as F.interpolate's own backward.
     x = torch.randn(*shape, dtype=dtype, requires_grad=True)
     grad = torch.randn(*shape[:2], *size, dtype=dtype)
     reference = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -123,6 +123,46 @@ def test_resize_bilinear_equals_interpolate_bit_for_bit_with_gradients(shape, si
     assert torch.equal(got, expected) and got.is_contiguous()
     with torch.no_grad():  # inference takes F.interpolate itself
         assert torch.equal(resize_bilinear(x, size), reference)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 6, 7, 9), (56, 72)),      # 8x, the rendered maps to the input
+                                         ((3, 5, 13, 17), (100, 131)),  # not an integer factor
+                                         ((2, 4, 24, 32), (12, 16)),    # exactly half: each output a 2x2 mean
+                                         ((2, 3, 32, 30), (7, 5)),      # strong downsampling
+                                         ((2, 3, 1, 1), (5, 7)),        # one pixel: copied everywhere
+                                         ((1, 2, 5, 5), (5, 5))])       # same size: the identity
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_resize_bilinear_of_small_inputs_is_separable_and_equals_interpolate(shape, size, dtype, tol):
+    x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+    grad = torch.randn(*shape[:2], *size, dtype=dtype)
+    reference = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    resized = resize_bilinear(x, size)
+    assert type(resized.grad_fn).__name__ == "UnsafeViewBackward0"  # the matrix product, not an interpolation
+    torch.testing.assert_close(resized, reference, rtol=tol, atol=tol)
+    (expected,) = torch.autograd.grad(reference, x, grad)
+    (got,) = torch.autograd.grad(resized, x, grad)
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * 10)
+    if size == (12, 16):  # align_corners False: every output of an exact halving is the mean of its 2x2 block
+        blocks = x.detach().view(*shape[:2], 12, 2, 16, 2).mean(dim=(3, 5))
+        torch.testing.assert_close(resized.detach(), blocks, rtol=tol, atol=tol)
+
+
+def test_bilinear_matrix_rows_sum_to_one_and_read_two_neighbours():
+    for n_in, n_out in [(7, 56), (13, 100), (24, 12), (1, 5), (30, 5)]:
+        matrix = bilinear_matrix(n_in, n_out, torch.float64)
+        torch.testing.assert_close(matrix.sum(1), torch.ones(n_out, dtype=torch.float64))
+        assert ((matrix != 0).sum(1) <= 2).all() and (matrix >= 0).all()
+    # 2 inputs -> 4 outputs: source positions -0.25 (clamped to 0), 0.25, 0.75, 1.25 (past the last input)
+    expected = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(bilinear_matrix(2, 4, torch.float64), expected)
+
+
+def test_resize_bilinear_keeps_float32_under_cpu_autocast():
+    x = torch.randn(2, 3, 12, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        resized = resize_bilinear(x, (96, 128))
+    assert resized.dtype == torch.float32
+    torch.testing.assert_close(resized, F.interpolate(x, size=(96, 128), mode="bilinear", align_corners=False))
 
 
 def _regularizer(tmp_path, *extra):

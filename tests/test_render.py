@@ -16,8 +16,8 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.geometry import project
 from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera
 from mtl3dcli.render.rays import CubeGrid, CubeSamples, orthographic_rays, sample_along_rays
-from mtl3dcli.render.triplane import (AGGREGATIONS, inside_cube, sample_triplane, sample_triplane_grid,
-                                      triplane_feature_dim)
+from mtl3dcli.render.triplane import (AGGREGATIONS, inside_cube, linear_read_matrix, sample_triplane,
+                                      sample_triplane_grid, triplane_feature_dim)
 from mtl3dcli.render.volume import (FieldOutput, accumulated_opacity, composite, expected_depth, render_field,
                                    render_weights)
 
@@ -181,20 +181,46 @@ def test_sample_triplane_aggregations_at_a_shared_grid_point():
         torch.testing.assert_close(sample_triplane_grid(planes, grid, name)[:, 0, 0], value)
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_factored_lookup_equals_the_per_sample_lookup_with_gradients(aggregation):
-    # a random grid (some coordinates outside the cube, one shared x/y over the batch), float32 as in training
+def test_factored_lookup_equals_the_per_sample_lookup_with_gradients(aggregation, padding_mode):
+    # a random grid (some coordinates outside the cube, one shared x/y over the batch), float32 as in training;
+    # gradients reach the planes and the coordinates alike
     generator = torch.Generator().manual_seed(7)
     planes = torch.randn(2, 3, 4, 5, 6, generator=generator, requires_grad=True)
-    grid = CubeGrid(torch.rand(1, 7, generator=generator) * 2.2 - 1.1, torch.rand(1, 3, generator=generator) * 2 - 1,
-                    torch.rand(2, 6, generator=generator) * 2.2 - 1.1)
+    coords = (torch.rand(1, 7, generator=generator) * 2.2 - 1.1, torch.rand(1, 3, generator=generator) * 2 - 1,
+              torch.rand(2, 6, generator=generator) * 2.2 - 1.1)
+    coords = tuple(c.requires_grad_() for c in coords)
+    grid = CubeGrid(*coords)
     weights = torch.randn(2, 21, 6, triplane_feature_dim(4, aggregation), generator=generator)
-    factored = sample_triplane_grid(planes, grid, aggregation)
-    (grad_factored,) = torch.autograd.grad((factored * weights).sum(), planes)
-    direct = sample_triplane(planes, grid.points(), aggregation)
-    (grad_direct,) = torch.autograd.grad((direct * weights).sum(), planes)
+    factored = sample_triplane_grid(planes, grid, aggregation, padding_mode=padding_mode)
+    grads_factored = torch.autograd.grad((factored * weights).sum(), (planes, *coords))
+    direct = sample_triplane(planes, grid.points(), aggregation, padding_mode=padding_mode)
+    grads_direct = torch.autograd.grad((direct * weights).sum(), (planes, *coords))
     torch.testing.assert_close(factored, direct, rtol=0, atol=1e-5)
-    torch.testing.assert_close(grad_factored, grad_direct, rtol=0, atol=1e-5)
+    for got, expected in zip(grads_factored, grads_direct):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_read_matrix_weights_and_padding():
+    # 4 pixels: centres at -0.75, -0.25, 0.25, 0.75. -0.5 lies midway between pixels 0 and 1; -1 is half a pixel
+    # before pixel 0 (zeros: half its weight is lost outside; border: pixel 0 whole); 0.75 is pixel 3 exactly
+    coords = torch.tensor([[-0.5, -1.0, 0.75, 2.0]], dtype=D64)
+    zeros = linear_read_matrix(coords, 4)
+    expected = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]], dtype=D64)
+    torch.testing.assert_close(zeros[0], expected)
+    border = linear_read_matrix(coords, 4, "border")
+    expected[1], expected[3] = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 0, 0, 1.0])
+    torch.testing.assert_close(border[0], expected)
+
+
+def test_factored_lookup_reads_float32_under_cpu_autocast():
+    planes = torch.randn(1, 3, 4, 5, 6)
+    grid = CubeGrid(torch.rand(1, 7) * 2 - 1, torch.rand(1, 3) * 2 - 1, torch.rand(1, 6) * 2 - 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = sample_triplane_grid(planes.bfloat16(), grid)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, sample_triplane_grid(planes.bfloat16().float(), grid))
 
 
 def test_sample_triplane_outside_the_cube_and_extra_dims():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,25 +51,71 @@ class _BilinearResize(torch.autograd.Function):
         return out.contiguous(), None
 
 
+SEPARABLE_MAX_SIDE = 32  # CPU inputs up to this size (both sides) resize as two matrix products
+
+
+@functools.lru_cache(maxsize=128)
+def bilinear_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (n_out, n_in) matrix of 1-D bilinear resizing with align_corners False, as PyTorch's kernels weigh it:
+    output i reads the source position s = max((i + 0.5) n_in / n_out - 0.5, 0) (computed in `dtype`), weight
+    1 - frac(s) on floor(s) and frac(s) on the next input (the last input takes both at the border)."""
+    scale = torch.tensor(float(n_in), dtype=dtype) / n_out
+    source = (scale * (torch.arange(n_out, dtype=dtype) + 0.5) - 0.5).clamp_min(0)
+    lower = source.long().clamp_max(n_in - 1)
+    upper = torch.where(lower < n_in - 1, lower + 1, lower)
+    frac = source - lower
+    rows = torch.arange(n_out)
+    matrix = torch.zeros(n_out, n_in, dtype=dtype)
+    matrix.index_put_((rows, lower), 1 - frac, accumulate=True)
+    matrix.index_put_((rows, upper), frac, accumulate=True)
+    return matrix
+
+
+def _resize_separable(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resizing of a CPU tensor (..., h, w) as rows @ x @ cols^T: equal to F.interpolate to float rounding
+    (its two weighted sums per output, in another order), and on CPU several times faster forward and backward for
+    small inputs (the rendered maps, the coarse scales of a host), where the matrices' zeros cost less than the
+    interpolation kernels' scalar loops and layout copies. Autocast is off: a resize keeps its input's precision."""
+    rows, cols = bilinear_matrix(x.shape[-2], size[0], x.dtype), bilinear_matrix(x.shape[-1], size[1], x.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        return rows @ (x @ cols.t())
+
+
+def _separable(x: torch.Tensor) -> bool:
+    """Whether `resize_bilinear` resizes x as two matrix products (a small float CPU input, outside export)."""
+    return (x.device.type == "cpu" and max(x.shape[-2:]) <= SEPARABLE_MAX_SIDE
+            and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling())
+
+
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """F.interpolate(x, size, mode="bilinear", align_corners=False) of (B, C, h, w): the same values and gradients,
-    the gradient faster on CPU (`_BilinearResize`)."""
-    if not torch.compiler.is_compiling():  # export (ONNX) keeps symbolic sizes: int() would fix the input size
-        size = (int(size[0]), int(size[1]))
+    """F.interpolate(x, size, mode="bilinear", align_corners=False) of (B, C, h, w), faster on CPU: small float
+    inputs (both sides <= SEPARABLE_MAX_SIDE) as two matrix products (`_resize_separable`, equal to float rounding);
+    larger ones with the same values and gradients bit for bit, the gradient from the channels-last kernel
+    (`_BilinearResize`)."""
+    if torch.compiler.is_compiling():  # export (ONNX) keeps symbolic sizes: int() would fix the input size
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    size = (int(size[0]), int(size[1]))
+    if _separable(x):
+        return _resize_separable(x, size)
     if x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled() and x.is_contiguous():
         return _BilinearResize.apply(x, size)
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Bilinearly resize several (B, C_t, h, w) maps of one size to `size` with one interpolate call (cheaper than one
-    each). Maps already at `size` are returned as they are."""
+    """Bilinearly resize several (B, C_t, h, w) maps of one size to `size`. Maps already at `size` are returned as they
+    are. Small CPU maps (`_resize_separable`) resize one by one, each output its own contiguous tensor (a split of one
+    resized stack would make every loss read a strided slice and backward concatenate the full-size gradients);
+    others with one interpolate call over all channels (cheaper than one each)."""
     names = list(maps)
     if not names:
         return {}
-    stacked = torch.cat([maps[n] for n in names], dim=1)
-    if tuple(stacked.shape[-2:]) != tuple(size):
-        stacked = resize_bilinear(stacked, size)
+    first = maps[names[0]]
+    if tuple(first.shape[-2:]) == tuple(size):
+        return dict(maps)
+    if _separable(first):
+        return {name: resize_bilinear(maps[name], size) for name in names}
+    stacked = resize_bilinear(torch.cat([maps[n] for n in names], dim=1), size)
     return dict(zip(names, stacked.split([maps[n].shape[1] for n in names], dim=1)))
 
 
