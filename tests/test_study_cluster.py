@@ -224,3 +224,15 @@ def test_a_submitit_launcher_without_submitit_is_one_error_line(tmp_path, monkey
     assert not (tmp_path / "s").exists()
     code, _, err = invoke(["study", "--launcher", "submitit", "--jobs", "2", "--out", tmp_path / "s"], capsys)
     assert code == 2 and "error:" in err
+
+
+def test_a_submitit_study_without_slurm_stops_before_writing_anything(tmp_path, monkeypatch, capsys):
+    from test_cli import invoke
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun: submitit itself would run the jobs here, unasked
+    code, _, err = invoke(["study", "--launcher", "submitit", "--out", tmp_path / "s"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: no SLURM found here (sbatch); run the study where SLURM is, or give --cluster local to run its jobs on "
+        "this machine"]
+    assert not (tmp_path / "s").exists()
+

@@ -42,15 +42,27 @@ def require_submitit() -> Any:
     return submitit
 
 
+NO_SLURM = ("no SLURM found here (sbatch); run the study where SLURM is, or give --cluster local to run its jobs on "
+            "this machine")
+
+
+def check_launcher(launcher: LauncherSpec) -> str:
+    """The submitit executor the launcher uses: its `cluster`, else SLURM (submitit's own choice would fall back to
+    running the jobs on this machine unasked); or one clear error: submitit missing, or SLURM asked for and not
+    here. Run before a study writes anything."""
+    submitit = require_submitit()
+    if launcher.cluster is not None:
+        return launcher.cluster
+    if submitit.SlurmExecutor.affinity() <= 0:  # no srun on the PATH
+        raise Mtl3dError(NO_SLURM)
+    return "slurm"
+
+
 def make_executor(launcher: LauncherSpec, folder: Path) -> Any:
     """A submitit executor for one run per job: one task on one node, the launcher's partition, GPUs, CPUs, memory
     and time limit."""
     submitit = require_submitit()
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher.cluster)
-    except RuntimeError:
-        raise Mtl3dError("no SLURM found here (sbatch); run the study where SLURM is, or give --cluster local to run "
-                         "its jobs on this machine") from None
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=check_launcher(launcher))
     parameters: dict[str, Any] = {"name": "mtl3d-study", "nodes": 1, "tasks_per_node": 1,
                                   "timeout_min": launcher.time_min}
     optional = {"gpus_per_node": launcher.gpus_per_run, "cpus_per_task": launcher.cpus_per_run,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from mtl3dcli import fileio
-from mtl3dcli.commands.study.cluster import require_submitit, submit_runs
+from mtl3dcli.commands.study.cluster import check_launcher, submit_runs
 from mtl3dcli.commands.study.report import write_summary
 from mtl3dcli.commands.study.runs import check_existing_runs, run_finished, train_and_evaluate
 from mtl3dcli.commands.study.spec import RUN_FIELDS, StudySpec, Variant, run_dir, study_grid
@@ -34,7 +34,7 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
     narrow enough or max_seeds is reached."""
     grid = study_grid(spec.variants)
     if spec.launcher.name == "submitit":
-        require_submitit()
+        check_launcher(spec.launcher)
         if jobs > 1:
             raise Mtl3dError("--jobs applies to the local launcher: with --launcher submitit every run is a job")
     _check_study_file(out, spec)
