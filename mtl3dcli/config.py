@@ -255,6 +255,9 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None,
         data = merge(data, _nest(key, value))
     config = Config.from_dict(data, source=f"preset {preset}" if preset else "config")
     validate(config)
+    from mtl3dcli.models.hosts import check_host_name  # the host registry imports this module
+
+    check_host_name(config.model.host)
     return config
 
 

@@ -84,9 +84,10 @@ def _acquire(path: Path, what: str) -> int:
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     """Hold the exclusive writer lock on `folder` (created if missing) for the block. A folder this call created
-    and nothing but the lock went into is removed again, so a command that fails early leaves no empty folder."""
+    and nothing but the lock went into is removed again (with the parents it created), so a command that fails
+    early leaves no empty folder."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # innermost first
     fd = None
     try:
         with fileio.writing(folder / LOCK_NAME):
@@ -99,6 +100,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 os.unlink(folder / LOCK_NAME)  # still locked: a process that opened it meanwhile sees it is stale
             os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if empty
+        for path in created:
+            try:
+                path.rmdir()  # only if empty
+            except OSError:
+                break

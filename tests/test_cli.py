@@ -150,7 +150,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in err and "Mtl3dError" in err and "nosuch" in err
 
 
-@pytest.mark.parametrize("case", ["preset", "set_key", "weights_corrupt", "weights_foreign", "task_unknown",
+@pytest.mark.parametrize("case", ["preset", "set_key", "host", "study_host", "weights_corrupt", "weights_foreign", "task_unknown",
                                   "task_absent", "size", "size_zero", "split", "study_seeds", "study_rule",
                                   "study_pooled"])
 def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, tiny_dataset, tmp_path,
@@ -159,6 +159,8 @@ def test_user_error_is_one_line_and_exit_code_2(case, bad_files, tiny_weights, t
     cases = {
         "preset": (["train", "--preset", "nosuch"], "nosuch", "unknown preset"),
         "set_key": (["train", "--set", "train.nosuch=1"], "nosuch", "unknown key"),
+        "host": (["train", "--set", "model.host=mtinet"], "'mtinet'", "did you mean 'mti-net'?"),
+        "study_host": (["study", "--variants", "reg", "--set", "model.host=invtp"], "'invtp'", "did you mean 'invpt'?"),
         "weights_corrupt": (["predict", image, "--weights", bad_files["corrupt"]], "corrupt.safetensors",
                             "not a readable safetensors"),
         "weights_foreign": (["predict", image, "--weights", bad_files["foreign"]], "foreign.safetensors",

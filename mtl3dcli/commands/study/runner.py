@@ -37,6 +37,8 @@ def run_study(spec: StudySpec, out: Path, console: Console, jobs: int = 1) -> di
         check_launcher(spec.launcher)
         if jobs > 1:
             raise Mtl3dError("--jobs applies to the local launcher: with --launcher submitit every run is a job")
+    for variant in grid:  # every variant's config loads: a bad override or host fails before anything is written
+        spec.config(variant, 0)
     _check_study_file(out, spec)
     check_existing_runs(spec, grid, out)
     fileio.write_text(out / "study.yaml", yaml.safe_dump(asdict(spec), sort_keys=False))  # the latest request

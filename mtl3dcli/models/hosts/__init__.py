@@ -19,6 +19,7 @@ records the factory's import path (`host_import_path`), so a fresh process finds
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -108,13 +109,22 @@ def _invpt(spec: HostSpec) -> Host:
 BUILT_IN = ("baseline", "mti-net", "invpt")
 
 
+def check_host_name(host: str) -> None:
+    """A registered host or the form of an import path "package.module:factory", else one clear error (with the
+    closest registered name): a misspelt host fails when the config is read, before any data is."""
+    module_name, _, attribute = host.partition(":")
+    if host in HOSTS or (module_name and attribute):
+        return
+    close = difflib.get_close_matches(host, list(HOSTS), n=1)
+    raise Mtl3dError(f"model.host {host!r} is neither a registered host ({', '.join(HOSTS)}) nor an import path "
+                     f"package.module:factory" + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
 def import_host(path: str) -> HostFactory:
     """"package.module:factory" -> the factory; a module that cannot be imported or lacks the factory is one
     clear error naming it. The working directory is importable, as it is for `python -m`."""
+    check_host_name(path)
     module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise Mtl3dError(f"model.host {path!r} is neither a registered host ({', '.join(HOSTS)}) nor an import "
-                         f"path package.module:factory")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
     try:
