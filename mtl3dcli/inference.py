@@ -197,29 +197,38 @@ class InferenceSession:
         meters = self.meters(metric_options or {}, rendered)
         render_tasks = self.render_tasks() if rendered else []
         views = self.consistency_meter() if consistency else None
-        for batch in batches:
-            image, labels, valid = batch["image"].to(self.device), batch["labels"], batch["valid"]
-            size = tuple(image.shape[-2:])
-            out = self.forward(image)
-            predictions = {t.name: t.activate(out.outputs[t.name].float()) for t in self.tasks}
-            if render_tasks:
-                renders = self.model.render(out.features.float(), batch["K"].to(self.device), size, stratified=False)
-                up = upsample_maps({t.name: renders.tasks[t.name] for t in render_tasks}, size)
-                predictions.update({f"render/{t.name}": t.activate(up[t.name]) for t in render_tasks})
-            if views is not None:
-                views.update(list(batch["scene"]), {t.name: predictions[t.name] for t in self.tasks}, labels, valid,
-                             batch["K"], batch["pose"])
-            keep = None if slow_subset is None else torch.tensor([int(i) in slow_subset for i in batch["index"]])
-            for name, meter in meters.items():
-                task = name.split("/")[-1]
-                if meter.slow and keep is not None:
-                    if keep.any():
-                        meter.update(predictions[name][keep.to(self.device)], labels[task][keep], valid[task][keep])
-                else:
-                    meter.update(predictions[name], labels[task], valid[task])
-            if on_batch is not None:
-                on_batch(len(image))
-        results = {name: meter.compute() for name, meter in meters.items()}
+        try:
+            for batch in batches:
+                self._score_batch(batch, meters, render_tasks, views, slow_subset)
+                if on_batch is not None:
+                    on_batch(len(batch["image"]))
+            results = {name: meter.compute() for name, meter in meters.items()}
+        finally:  # however the loop ends (Ctrl-C included): no worker pool left behind
+            for meter in meters.values():
+                meter.close()
         if views is not None:
             results[CONSISTENCY] = views.compute()
         return results
+
+    def _score_batch(self, batch: dict[str, Any], meters: dict[str, Meter], render_tasks: list[Task],
+                     views: ConsistencyMeter | None, slow_subset: set[int] | None) -> None:
+        """One labelled batch into the meters (`evaluate`)."""
+        image, labels, valid = batch["image"].to(self.device), batch["labels"], batch["valid"]
+        size = tuple(image.shape[-2:])
+        out = self.forward(image)
+        predictions = {t.name: t.activate(out.outputs[t.name].float()) for t in self.tasks}
+        if render_tasks:
+            renders = self.model.render(out.features.float(), batch["K"].to(self.device), size, stratified=False)
+            up = upsample_maps({t.name: renders.tasks[t.name] for t in render_tasks}, size)
+            predictions.update({f"render/{t.name}": t.activate(up[t.name]) for t in render_tasks})
+        if views is not None:
+            views.update(list(batch["scene"]), {t.name: predictions[t.name] for t in self.tasks}, labels, valid,
+                         batch["K"], batch["pose"])
+        keep = None if slow_subset is None else torch.tensor([int(i) in slow_subset for i in batch["index"]])
+        for name, meter in meters.items():
+            task = name.split("/")[-1]
+            if meter.slow and keep is not None:
+                if keep.any():
+                    meter.update(predictions[name][keep.to(self.device)], labels[task][keep], valid[task][keep])
+            else:
+                meter.update(predictions[name], labels[task], valid[task])

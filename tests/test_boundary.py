@@ -298,6 +298,30 @@ def test_edge_worker_processes_give_identical_counts():
     assert int(parallel._stats["images"]) == 6 and parallel._pool is None
 
 
+@pytest.mark.slow
+def test_an_interrupted_evaluation_stops_the_edge_worker_pool(tiny_weights, monkeypatch):
+    # Ctrl-C in the middle of an evaluation used to leave the pool to the interpreter's exit (a "Bad file descriptor"
+    # traceback after the right error line, now and then): every meter is closed however the loop ends
+    from mtl3dcli.inference import InferenceSession
+
+    session = InferenceSession.from_weights(tiny_weights, device="cpu")
+    meters = session.meters({"edge_workers": 1})
+    monkeypatch.setattr(session, "meters", lambda *args: meters)
+    boundary = _scene(40, 48, 4, seed=3)
+    image = torch.from_numpy(np.stack([_trained_looking(boundary, 0, noise=0.4)] * 2)).float()
+
+    def batches():
+        meters["edge"].update(image[:, None], image[:, None] > 0.5, torch.ones(2, 40, 48, dtype=torch.bool))
+        assert meters["edge"]._pool is not None and meters["edge"]._pending
+        yield from ()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        session.evaluate(batches())
+    assert meters["edge"]._pool is None and not meters["edge"]._pending
+    meters["edge"].close()  # twice is harmless
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the signal mask from /proc")
 @pytest.mark.slow
 def test_edge_workers_leave_ctrl_c_to_the_parent():

@@ -32,6 +32,10 @@ class Meter(abc.ABC):
     def compute(self) -> dict[str, float]:
         """All scores as plain floats, the primary one included."""
 
+    def close(self) -> None:
+        """Release what the meter holds besides its statistics (worker processes); safe to call twice, and after
+        `compute`. An evaluation calls it however it ends (Ctrl-C included)."""
+
 
 def check_batch(prediction: torch.Tensor, label: torch.Tensor, valid: torch.Tensor,
            channels: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

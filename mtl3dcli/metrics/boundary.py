@@ -259,6 +259,14 @@ class EdgeMeter(Meter):
             self._pool.shutdown()
             self._pool = None
 
+    def close(self) -> None:
+        """Drop the images still queued and stop the worker pool (waiting for the few images the workers are on), so
+        an interrupted evaluation leaves no pool for the interpreter's exit to trip over."""
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
     def compute(self) -> dict[str, float]:
         self._collect()
         precision, recall, f = precision_recall_f(self._stats["counts"].numpy())
