@@ -253,6 +253,16 @@ def test_non_finite_loss_stops_with_a_saved_checkpoint(tmp_path, tiny_dataset, m
     weights = load_weights(run_dir / "weights" / "last.safetensors")
     assert weights.step == 2
     assert all(torch.isfinite(v).all() for v in weights.state.values() if v.is_floating_point())
+    # the bad batch's forward pass is not in the saved BatchNorm statistics: the state is that of the same run
+    # stopped (Ctrl-C during its second step) after 2 steps
+    monkeypatch.undo()
+    _objective_that(monkeypatch, 1, lambda total: os.kill(os.getpid(), signal.SIGINT) or total)
+    with pytest.raises(Mtl3dError, match="interrupted at step 2"):
+        train(tiny_config(tiny_dataset, "train.save_every=100"), tmp_path / "two")
+    two = load_weights(tmp_path / "two" / "weights" / "last.safetensors").state
+    assert any("running_mean" in name for name in two)
+    for name, value in two.items():
+        assert torch.equal(weights.state[name], value), name
 
 
 def test_training_environments_are_the_distinct_ones_of_every_start(tmp_path):

@@ -166,6 +166,7 @@ class Trainer:
         self._stop = StopRequest()
         self._checkpoint_step: int | None = None  # the step weights/last.state.pt holds
         self._validation_pending = False  # a validation began and has not finished (a stop cut it short)
+        self._buffers_before: list[torch.Tensor] | None = None  # the model's buffers before the current step
 
     @property
     def weights_dir(self) -> Path:
@@ -215,6 +216,10 @@ class Trainer:
         torch.manual_seed((cfg.seed * 1_000_003 + self.step_count) * self.context.world + self.context.rank)
         batch = move_batch(batch, self.device)
         self.objective.train()
+        buffers = list(self.model.buffers())  # BatchNorm statistics: the forward pass updates them
+        if self._buffers_before is None:
+            self._buffers_before = [b.clone() for b in buffers]
+        torch._foreach_copy_(self._buffers_before, buffers)  # one call: about 0.6 ms for MTI-Net's 746 on CPU
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             total, terms = self.forward(batch)
         self._check(total, terms)
@@ -236,6 +241,7 @@ class Trainer:
         if self.context.enabled:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite[0] < 1:
+            torch._foreach_copy_(list(self.model.buffers()), self._buffers_before)  # as before the bad batch
             self.save("last")
             bad = ", ".join(f"{k}={v.item():.3g}" for k, v in terms.items())
             raise Mtl3dError(f"non-finite loss at step {self.step_count} ({bad}); the last good state is saved in "
