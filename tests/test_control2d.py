@@ -11,7 +11,7 @@ from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.models.build import build_model, model_from_weights
 from mtl3dcli.models.control2d import Control2D, decoder_parameters
-from mtl3dcli.weights import load_weights, save_weights
+from mtl3dcli.weights import load_weights
 
 META = DatasetMeta(name="toy", tasks=["semseg", "depth", "normals", "edge"], classes={"semseg": list("abcde")},
                    depth_range=(0.5, 5.0))

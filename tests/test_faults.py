@@ -26,7 +26,6 @@ from mtl3dcli import cli, fileio
 from mtl3dcli.config import load_config
 from mtl3dcli.datasets import download
 from mtl3dcli.engine import checkpoint as checkpoint_module
-from mtl3dcli.engine import trainer as train_module
 from mtl3dcli.engine.checkpoint import load_state, save_state
 from mtl3dcli.engine.logger import RunLogger
 from mtl3dcli.engine.trainer import train

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from mtl3dcli.meta import DatasetMeta
 from mtl3dcli.errors import Mtl3dError
 from mtl3dcli.metrics import (
     ConfusionMeter,
