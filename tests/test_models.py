@@ -175,6 +175,14 @@ def test_bilinear_matrix_rows_sum_to_one_and_read_two_neighbours():
     torch.testing.assert_close(bilinear_matrix(2, 4, torch.float64), expected)
 
 
+def test_resize_matrices_first_made_in_inference_mode_serve_training():
+    with torch.inference_mode():
+        resize_bilinear(torch.randn(1, 2, 5, 7), (11, 13))  # a user's predict, before training in one process
+    x = torch.randn(1, 2, 5, 7, requires_grad=True)
+    resize_bilinear(x, (11, 13)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_resize_bilinear_keeps_float32_under_cpu_autocast():
     x = torch.randn(2, 3, 12, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -58,16 +58,18 @@ SEPARABLE_MAX_SIDE = 32  # CPU inputs up to this size (both sides) resize as two
 def bilinear_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The (n_out, n_in) matrix of 1-D bilinear resizing with align_corners False, as PyTorch's kernels weigh it:
     output i reads the source position s = max((i + 0.5) n_in / n_out - 0.5, 0) (computed in `dtype`), weight
-    1 - frac(s) on floor(s) and frac(s) on the next input (the last input takes both at the border)."""
-    scale = torch.tensor(float(n_in), dtype=dtype) / n_out
-    source = (scale * (torch.arange(n_out, dtype=dtype) + 0.5) - 0.5).clamp_min(0)
-    lower = source.long().clamp_max(n_in - 1)
-    upper = torch.where(lower < n_in - 1, lower + 1, lower)
-    frac = source - lower
-    rows = torch.arange(n_out)
-    matrix = torch.zeros(n_out, n_in, dtype=dtype)
-    matrix.index_put_((rows, lower), 1 - frac, accumulate=True)
-    matrix.index_put_((rows, upper), frac, accumulate=True)
+    1 - frac(s) on floor(s) and frac(s) on the next input (the last input takes both at the border). Cached, so built
+    outside inference mode: a matrix first made under `torch.inference_mode()` could not serve a training step."""
+    with torch.inference_mode(False):
+        scale = torch.tensor(float(n_in), dtype=dtype) / n_out
+        source = (scale * (torch.arange(n_out, dtype=dtype) + 0.5) - 0.5).clamp_min(0)
+        lower = source.long().clamp_max(n_in - 1)
+        upper = torch.where(lower < n_in - 1, lower + 1, lower)
+        frac = source - lower
+        rows = torch.arange(n_out)
+        matrix = torch.zeros(n_out, n_in, dtype=dtype)
+        matrix.index_put_((rows, lower), 1 - frac, accumulate=True)
+        matrix.index_put_((rows, upper), frac, accumulate=True)
     return matrix
 
 
