@@ -168,20 +168,23 @@ class TriplaneRegularizer(nn.Module):
     def forward(self, features: torch.Tensor, labels: dict[str, torch.Tensor], *,
                 valid: dict[str, torch.Tensor] | None = None, K: torch.Tensor | None = None,
                 image_size: tuple[int, int] | None = None, pose: torch.Tensor | None = None,
-                partner: PartnerView | None = None) -> RegularizerOutput:
+                partner: PartnerView | None = None, scales: Sequence[torch.Tensor] | None = None) -> RegularizerOutput:
         """Render the tri-plane of `features` (B, D, h, w) and score it against `labels` {task: label} (class tasks
         (B, H, W) int64 with 255 = ignore, the others (B, C_t, H, W); the maps are upsampled to H x W). valid:
         optional {task: (B, H, W) bool} (default: the tasks' own validity). K: (B, 3, 3) intrinsics of the input
         image of `image_size` (default H x W), needed by the perspective camera. pose (B, 4, 4) camera-to-world and
-        `partner` (another view's K, pose and labels) add the cross-view term. Stratified samples in train mode,
-        midpoints in eval mode."""
+        `partner` (another view's K, pose and labels) add the cross-view term. scales: when `features` are
+        multi-scale maps (finest first) upsampled to the finest and concatenated, as HRNet-style encoders fuse them,
+        those maps: the projector then runs on each at its own resolution (the same planes, less work). Stratified
+        samples in train mode, midpoints in eval mode."""
         reg = self.regularizer
         batch = self._check_features(features)
+        self._check_scales(scales, features)
         size = self._check_labels(labels, batch, "labels")
         valid = self._valid(labels, valid, "valid")
         if reg.perspective:
             K = self._check_matrix(K, batch, 3, "K", "camera='perspective' needs each sample's intrinsics")
-        planes = reg.planes(features)
+        planes = reg.planes(features, None if scales is None else list(scales))
         renders = reg.render(planes, reg.view_camera(K, tuple(image_size or size)), stratified=self.training)
         losses = {name: self.alpha[name] * self.weights[name] * loss
                   for name, loss in task_losses(reg.tasks, renders.tasks, size, labels, valid).items()}
@@ -220,6 +223,19 @@ class TriplaneRegularizer(nn.Module):
             raise Mtl3dError(f"features have {features.shape[1]} channels; this regularizer was built for "
                              f"feature_channels={self.feature_channels}")
         return features.shape[0]
+
+    @staticmethod
+    def _check_scales(scales: Any, features: torch.Tensor) -> None:
+        """Scales, when given, are 4-D maps of the features' batch whose channels add up to the features', the
+        first at the features' size."""
+        if scales is None:
+            return
+        shapes = [tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__ for x in scales]
+        if (not all(isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == features.shape[0] for x in scales)
+                or sum(x.shape[1] for x in scales) != features.shape[1]
+                or tuple(scales[0].shape[-2:]) != tuple(features.shape[-2:])):
+            raise Mtl3dError(f"scales must be the 4-D maps that features {tuple(features.shape)} fuse (channels adding "
+                             f"up to its {features.shape[1]}, the first at its size), got {shapes}")
 
     def _check_labels(self, labels: Any, batch: int, argument: str) -> tuple[int, int]:
         """Every rendered task's label is (B, H, W) or (B, C_t, H, W), one H x W for all; returns (H, W)."""

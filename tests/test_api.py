@@ -57,13 +57,14 @@ def test_the_api_loss_is_the_objectives_rendered_term(tiny_dataset, extra):
     api = _api_like(objective, config, meta)
     assert isinstance(api.regularizer, FusedRegularizer)
     torch.manual_seed(7)
-    features = model.net(batch["image"]).features
+    host = model.net(batch["image"])
+    features = host.features
     partner = None
     if "pair" in batch:
         pair = batch["pair"]
         partner = PartnerView(pair["K"], pair["pose"], pair["labels"], pair["valid"], batch["has_pair"])
     out = api(features, batch["labels"], valid=batch["valid"], K=batch["K"], pose=batch.get("pose"),
-              partner=partner)
+              partner=partner, scales=host.scales)
     for name, loss in out.losses.items():
         torch.testing.assert_close(loss, terms[f"render/{name}"], rtol=0, atol=0)
     for name, loss in out.cross_losses.items():
@@ -172,6 +173,8 @@ def test_the_regularizer_trains_under_ddp(tmp_path):
     (dict(tasks=["depth"], samples_per_ray=3), None, r"unknown option\(s\) samples_per_ray"),
     (dict(tasks=["depth"]), dict(features=torch.randn(16, 8, 12)), r"features must be a 4-D tensor"),
     (dict(tasks=["depth"]), dict(features=torch.randn(2, 8, 8, 12)), r"features have 8 channels"),
+    (dict(tasks=["depth"]), dict(scales=[torch.randn(2, 8, 8, 12), torch.randn(2, 4, 4, 6)]),
+     r"scales must be the 4-D maps that features \(2, 16, 8, 12\) fuse"),
     (dict(tasks=["depth"]), dict(labels={"depth": torch.rand(2, 16, 24)}), r"labels\['depth'\] has shape \(2, 16, 24\)"),
     (dict(tasks=["depth"]), dict(labels={"dep": torch.rand(2, 1, 16, 24)}), r"labels has no tensor for task 'depth'"),
     (dict(tasks=["depth"], camera="perspective"), dict(), r"K is missing: camera='perspective' needs"),

@@ -16,7 +16,7 @@ from mtl3dcli.models.backbones import build_backbone, load_pretrained
 from mtl3dcli.models.build import build_model
 from mtl3dcli.models.hosts.baseline import BaselineHost
 from mtl3dcli.models.layers import bilinear_matrix, resize_bilinear
-from mtl3dcli.models.regularizer_fused import downsample
+from mtl3dcli.models.regularizer_fused import resize_planes
 from mtl3dcli.models.regularizer import Renders
 
 META = DatasetMeta(name="m", tasks=["semseg", "depth", "normals", "edge"],
@@ -153,7 +153,7 @@ def test_halving_is_the_block_mean_of_the_reshaped_sums_bit_for_bit():
     # the sums over reshaped axes it replaced, and the interpolation's to float rounding
     x = torch.randn(2, 5, 14, 18, requires_grad=True)
     grad = torch.randn(2, 5, 7, 9)
-    halved = downsample(x, (7, 9))
+    halved = resize_planes(x, (7, 9))
     reshaped = x.view(2, 5, 7, 2, 18).sum(3).view(2, 5, 7, 9, 2).sum(4) * 0.25
     assert torch.equal(halved, reshaped)
     (got,) = torch.autograd.grad(halved, x, grad)
@@ -161,7 +161,7 @@ def test_halving_is_the_block_mean_of_the_reshaped_sums_bit_for_bit():
     assert torch.equal(got, expected) and got.is_contiguous()
     torch.testing.assert_close(halved, F.interpolate(x, size=(7, 9), mode="bilinear", align_corners=False))
     # not an exact halving: bilinear resizing
-    torch.testing.assert_close(downsample(x, (5, 6)), F.interpolate(x, size=(5, 6), mode="bilinear",
+    torch.testing.assert_close(resize_planes(x, (5, 6)), F.interpolate(x, size=(5, 6), mode="bilinear",
                                                                       align_corners=False))
 
 

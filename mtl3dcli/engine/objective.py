@@ -57,7 +57,7 @@ class Objective(nn.Module):
         diagnostics = {}
         reg = model.regularizer
         if reg is not None:
-            planes = reg.planes(out.features)
+            planes = reg.planes(out.features, out.scales)
             losses = rendered_losses(reg, planes, reg.view_camera(batch["K"], size), size, labels, valid,
                                      self.training)
             for name, loss in losses.items():

@@ -57,7 +57,7 @@ class Control2D(nn.Module):
 
     perspective = False
 
-    def planes(self, features: torch.Tensor) -> torch.Tensor:
+    def planes(self, features: torch.Tensor, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
         return self.projector(features)
 
     def view_camera(self, K: torch.Tensor, image_size: tuple[int, int], transform: torch.Tensor | None = None) -> None:

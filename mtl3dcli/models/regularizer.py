@@ -189,7 +189,9 @@ class Regularizer(nn.Module):
         """Decode "point": the task MLPs run on every sample (with no task to decode, the feature is composited)."""
         return self.config.decode == "point" and bool(self.field.channels)
 
-    def planes(self, features: torch.Tensor) -> torch.Tensor:
+    def planes(self, features: torch.Tensor, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The tri-plane (B, 3, C, Hp, Wp) of `features` (B, D, h, w). `scales`: the multi-scale maps `features`
+        fuses, when the host has them (`HostOutput.scales`); the plain path projects the fused map regardless."""
         return self.projector(features)
 
     def view_camera(self, K: torch.Tensor | None, image_size: tuple[int, int],

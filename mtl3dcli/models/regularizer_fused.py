@@ -12,7 +12,10 @@ gradients (tests/test_regularizer_paths.py). They use three linearities:
   (`_LinearOfReluSum`);
 - bilinear resizing and the projector's 1x1 convolution commute (both linear, the resize's weights sum to 1, so
   the bias passes through): planes smaller than the features (`plane_size`) are resized before the convolution,
-  which then runs on the smaller grid (`FusedRegularizer.planes`, `downsample`);
+  which then runs on the smaller grid (`FusedRegularizer.planes`, `resize_planes`); and features that fuse several
+  scales (upsampled and concatenated, `HostOutput.scales`) are projected scale by scale, each by its block of the
+  convolution's weight at its own resolution, and the narrow projections upsampled and summed
+  (`project_scales`): the convolution and the resizes then touch 3C channels instead of the features' D;
 - compositing is linear: sum_i w_i (W h_i + b) = W (sum_i w_i h_i) + b sum_i w_i. So decode "point" composites the
   task MLPs' hidden layer and applies their last layer once per ray (`composite_task_hidden`, `task_outputs`;
   the hidden layer is recomputed in backward: `_CompositeOfTaskHidden`), and decode "ray" runs only the density row
@@ -94,6 +97,36 @@ class _CompositeOfTaskHidden(torch.autograd.Function):
         return grad_weights, grad_feature.view(feature.shape).to(feature.dtype), grad_weight, grad_bias
 
 
+class _DensityRowOfReluSum(torch.autograd.Function):
+    """The per-sample hidden layer h = relu(a + b + c) of the first layer's parts (a, b, c (..., H) broadcasting to
+    the samples) and its density row s = h . w + bias (weight (1, H), bias (1,)): both outputs of one function, so
+    backward gets both gradients at once and forms h's in one pass, g_h + g_s w, where autograd would run the density
+    row's backward as a (samples x 1) @ (1 x H) matmul and then add the two per-sample gradients. Then the ReLU mask
+    and each part's gradient summed over the dimensions it was broadcast along, as `_LinearOfReluSum`."""
+
+    @staticmethod
+    def forward(ctx, a, b, c, weight, bias):  # type: ignore[override]
+        hidden = (a + b).add_(c).relu_()
+        ctx.save_for_backward(hidden, weight)
+        ctx.parts = [(x.shape, x.dtype) for x in (a, b, c)]
+        return (hidden @ weight[0].to(hidden.dtype)).add_(bias.to(hidden.dtype)), hidden
+
+    @staticmethod
+    def backward(ctx, grad_sigma, grad_hidden):  # type: ignore[override]
+        hidden, weight = ctx.saved_tensors
+        dtype = grad_sigma.dtype
+        row = weight[0].to(dtype)
+        if grad_hidden is None:
+            grad = grad_sigma[..., None] * row
+        else:
+            grad = torch.addcmul(grad_hidden.to(dtype), grad_sigma[..., None], row)
+        grad = _relu_backward(grad, hidden)
+        flat = grad_sigma.reshape(1, -1)
+        grad_weight = (flat @ hidden.reshape(flat.shape[1], -1).to(dtype)).to(weight.dtype)
+        grad_bias = flat.sum(1).to(weight.dtype)
+        return (*(grad.sum_to_size(shape).to(dtype) for shape, dtype in ctx.parts), grad_weight, grad_bias)
+
+
 def _task_hidden(feature: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
                                                                                            torch.Tensor]:
     """relu(feature) and relu(linear(relu(feature))), both 2-D (samples, channels): on a 2-D input the in-place
@@ -133,9 +166,8 @@ def density_composite_from_parts(field: TriplaneField, a: torch.Tensor, b: torch
     (B, r, N) to the composited feature (B, r, F); autograd keeps one per-sample tensor, the hidden layer h, as the
     plain layer kept its output."""
     second = field.shared_out
-    hidden = (a + b).add_(c).relu_()
-    sigma = F.linear(hidden, second.weight[:1], second.bias[:1])[..., 0].flatten(1, 2)
-    hidden = hidden.flatten(1, 2)
+    sigma, hidden = _DensityRowOfReluSum.apply(a, b, c, second.weight[:1], second.bias[:1])
+    sigma, hidden = sigma.flatten(1, 2), hidden.flatten(1, 2)
     weight, bias = second.weight[1:], second.bias[1:]
 
     def composite_feature(weights: torch.Tensor) -> torch.Tensor:
@@ -181,8 +213,8 @@ class _HalveByBlockMean(torch.autograd.Function):
         return (grad * 0.25)[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
 
 
-def downsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`resize_bilinear` of (B, C, h, w) to a smaller `size`; to exactly half, the mean of each 2x2 block (every
+def resize_planes(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`resize_bilinear` of (B, C, h, w) to `size`; to exactly half, the mean of each 2x2 block (every
     output pixel centre lies midway between two input centres along each axis: `_HalveByBlockMean`, a fraction of
     the interpolation's time forward and backward on CPU)."""
     if tuple(x.shape[-2:]) != (2 * size[0], 2 * size[1]):
@@ -190,18 +222,35 @@ def downsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return _HalveByBlockMean.apply(x)
 
 
+def project_scales(conv: torch.nn.Conv2d, scales: list[torch.Tensor]) -> torch.Tensor:
+    """conv(fuse_scales(scales)) of a 1x1 `conv` without the fused map: sum_i up(W_i x_i) + bias, W_i the block of
+    the weight that reads scale i, each term upsampled (bilinear) to the finest scale's size."""
+    weights = conv.weight.split([x.shape[1] for x in scales], dim=1)
+    size = tuple(scales[0].shape[-2:])
+    out = F.conv2d(scales[0], weights[0], conv.bias)
+    for x, weight in zip(scales[1:], weights[1:]):
+        out = out.add_(resize_bilinear(F.conv2d(x, weight), size))
+    return out
+
+
 class FusedRegularizer(Regularizer):
     """`Regularizer` with the exact rewrites above: the same modules, parameters and state-dict names."""
 
     factored = True  # grid cameras hand the field a `CubeGrid`; others still get points
 
-    def planes(self, features: torch.Tensor) -> torch.Tensor:
-        """The projector's planes; when `plane_size` is smaller than the features (B, D, h, w), resized first:
+    def planes(self, features: torch.Tensor, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The projector's planes of features (B, D, h, w): with the `scales` they fuse, projected scale by scale
+        (`project_scales`) and then resized to `plane_size`; without, resized first when `plane_size` is smaller:
         resize(conv(x)) = conv(resize(x)), with the convolution on the smaller grid."""
         projector, size = self.projector, self.projector.plane_size
-        if size is None or size[0] * size[1] >= features.shape[-2] * features.shape[-1]:
+        if scales is not None and len(scales) > 1 and sum(x.shape[1] for x in scales) == features.shape[1]:
+            planes = project_scales(projector.conv, scales)
+            if size is not None and tuple(planes.shape[-2:]) != tuple(size):
+                planes = resize_planes(planes, size)
+        elif size is None or size[0] * size[1] >= features.shape[-2] * features.shape[-1]:
             return projector(features)
-        planes = projector.conv(downsample(features, size))
+        else:
+            planes = projector.conv(resize_planes(features, size))
         return planes.view(planes.shape[0], 3, projector.plane_channels, *planes.shape[-2:])
 
     def field_function(self, planes: torch.Tensor) -> FieldFn:

@@ -98,18 +98,15 @@ def triplane_grid_factors(planes: torch.Tensor, grid: CubeGrid, *,
 
 def linear_read_matrix(coords: torch.Tensor, size: int, padding_mode: str = "zeros") -> torch.Tensor:
     """The 1-D half of a bilinear lookup as a matrix: coordinates (B, m) in [-1, 1] (align_corners False: pixel
-    centres at -1 + (2i + 1) / size) -> (B, m, size) weights, 1 - f on floor(u) and f on floor(u) + 1 for the pixel
-    position u = ((c + 1) size - 1) / 2, f = u - floor(u); a neighbour outside the plane weighs 0 ("zeros") or u is
-    clamped into it first ("border"), as `F.grid_sample` reads. Differentiable in the coordinates."""
+    centres at -1 + (2i + 1) / size) -> (B, m, size) weights max(0, 1 - |u - i|) of pixel i for the position
+    u = ((c + 1) size - 1) / 2 (1 - f on floor(u) and f on floor(u) + 1, f = u - floor(u)); a neighbour outside the
+    plane weighs 0 ("zeros") or u is clamped into it first ("border"), as `F.grid_sample` reads. Differentiable in
+    the coordinates."""
     position = ((coords + 1) * size - 1) / 2
     if padding_mode == "border":
         position = position.clamp(0, size - 1)
-    lower = position.floor()
-    frac = position - lower
-    index = torch.stack([lower, lower + 1], dim=-1).long()
-    weight = torch.stack([1 - frac, frac], dim=-1) * ((index >= 0) & (index < size))
-    matrix = torch.zeros(*coords.shape, size, dtype=coords.dtype, device=coords.device)
-    return matrix.scatter_add(-1, index.clamp(0, size - 1), weight)
+    pixels = torch.arange(size, dtype=coords.dtype, device=coords.device)
+    return (1 - (position[..., None] - pixels).abs()).clamp_min(0)
 
 
 def sample_triplane_grid(planes: torch.Tensor, grid: CubeGrid, aggregation: str = "sum", *,

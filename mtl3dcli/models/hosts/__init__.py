@@ -38,11 +38,14 @@ class HostOutput:
     """outputs: {task: raw output (B, C_t, H, W)} at the input resolution (what `Task.activate` takes).
     features: (B, feature_channels, h, w), the shared encoder features the regularizer projects.
     aux: {group: {task: raw output (B, C_t, h', w')}} at any resolution (e.g. MTI-Net's "scale_0".."scale_3",
-    InvPT's "inter"); the objective upsamples them to the label size and weighs them like the final outputs."""
+    InvPT's "inter"); the objective upsamples them to the label size and weighs them like the final outputs.
+    scales: when `features` is `fuse_scales(scales)` (multi-scale maps, finest first), those maps: the training
+    regularizer then projects each scale at its own resolution, the same planes for less work (optional)."""
 
     outputs: dict[str, torch.Tensor]
     features: torch.Tensor
     aux: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    scales: list[torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,11 @@ class BaselineHost(Host):
                                     for name, c in channels.items()})
 
     def forward(self, image: torch.Tensor) -> HostOutput:
-        features = fuse_scales(self.backbone(self.normalize(image)))
+        scales = self.backbone(self.normalize(image))
+        features = fuse_scales(scales)
         outputs = upsample_maps({name: head(features) for name, head in self.heads.items()},
                                 tuple(image.shape[-2:]))
-        return HostOutput(outputs, features)
+        return HostOutput(outputs, features, scales=scales)
 
 
 def build_baseline(spec: HostSpec) -> BaselineHost:

@@ -188,7 +188,7 @@ class MTINetHost(Host):
         distilled = [self.distill[k](per_task[k]) for k in range(4)]
         outputs = {t: self.heads[t](fuse_scales([d[t] for d in distilled])) for t in tasks}
         return HostOutput(upsample_maps(outputs, tuple(image.shape[-2:])), fuse_scales(scales),
-                          {f"scale_{k}": aux[f"scale_{k}"] for k in range(4)})
+                          {f"scale_{k}": aux[f"scale_{k}"] for k in range(4)}, scales=scales)
 
 
 def build_mtinet(spec: HostSpec) -> MTINetHost:
