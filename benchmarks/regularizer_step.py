@@ -46,8 +46,9 @@ def stages(args) -> tuple[dict, dict]:
     size = tuple(config.data.size)
     batch = fake_batch(tasks, meta, config.data.batch_size, size, device)
     with torch.no_grad():
-        features = model.net(batch["image"]).features
-    features.requires_grad_()
+        host = model.net(batch["image"])
+    features = host.features.requires_grad_()
+    scales = None if host.scales is None else [x.requires_grad_() for x in host.scales]  # as the objective projects
     reg = model.regularizer
     camera = reg.view_camera(batch["K"], size)
     labels, valid = batch["labels"], batch["valid"]
@@ -58,12 +59,13 @@ def stages(args) -> tuple[dict, dict]:
     def total(maps: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(value.sum() for value in maps.values())
 
-    planes = reg.planes(features).detach().requires_grad_()
+    planes = reg.planes(features, scales).detach().requires_grad_()
     rendered = leaf(reg.render(planes, camera, stratified=True).tasks)
     upsampled = leaf(upsample_maps(rendered, size))
     runs = {
-        "step": lambda: total(rendered_losses(reg, reg.planes(features), camera, size, labels, valid, True)).backward(),
-        "projector": lambda: reg.planes(features).sum().backward(),
+        "step": lambda: total(rendered_losses(reg, reg.planes(features, scales), camera, size, labels, valid,
+                                              True)).backward(),
+        "projector": lambda: reg.planes(features, scales).sum().backward(),
         "render": lambda: total(reg.render(planes, camera, stratified=True).tasks).backward(),
         "upsample": lambda: total(upsample_maps(rendered, size)).backward(),
         "losses": lambda: total({t.name: t.loss(upsampled[t.name], labels[t.name], valid[t.name])

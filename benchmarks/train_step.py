@@ -6,9 +6,11 @@ Uses random images and labels of the preset's training size (no dataset needed).
 one process: the preset's model with and without the regularizer (each built as its config builds it, with its own
 optimizer) take alternate training steps, so both see the same machine state (a second process of the same code on
 a VM differs by 10% or more, which is more than the effects measured here); medians over `--steps` steps each.
-Peak memory comes from one more process per variant, so the two are not shared. Prints one JSON object:
-per-variant wall ms/step, CPU ms/step (process time of all threads: steadier than wall time on a shared machine) and
-peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the work itself: with two
+Peak memory comes from separate processes, one per variant and run, so the two are not shared: on CPU the peak
+resident size of one process varies by 5-10% between processes of the same code (allocator and thread timing), so
+it is the median of `--memory-runs` processes (default 3; each process's figure is kept under `memory_runs`).
+Prints one JSON object: per-variant wall ms/step, CPU ms/step (process time of all threads: steadier than wall time
+on a shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the work itself: with two
 threads a thread waiting for a descheduled partner spins and inflates both clocks.
 """
 
@@ -114,21 +116,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--classes", type=int, default=13)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--memory-runs", type=int, default=3, help="processes per variant for peak memory (median)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         print(json.dumps(peak_memory(args)))
         return
-    memory = {}
-    for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        memory[variant] = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                                    text=True).stdout.strip().splitlines()[-1])
+    memory = {variant: [] for variant in VARIANTS}
+    for _ in range(max(1, args.memory_runs)):
+        for variant in VARIANTS:
+            cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+            memory[variant].append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
+                                                             text=True).stdout.strip().splitlines()[-1]))
     times = step_times(args)
     results = {variant: {"ms_per_step": round(statistics.median(times[variant]["ms"]), 2),
                          "cpu_ms_per_step": round(statistics.median(times[variant]["cpu_ms"]), 2),
-                         **memory[variant]} for variant in VARIANTS}
+                         **memory[variant][0],
+                         "peak_mb": statistics.median(run["peak_mb"] for run in memory[variant]),
+                         "memory_runs": [run["peak_mb"] for run in memory[variant]]} for variant in VARIANTS}
 
     def overhead(key: str) -> float:
         return round(results["reg"][key] / results["noreg"][key] - 1.0, 4)
