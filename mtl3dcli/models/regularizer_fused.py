@@ -19,7 +19,10 @@ gradients (tests/test_regularizer_paths.py). They use three linearities:
 - compositing is linear: sum_i w_i (W h_i + b) = W (sum_i w_i h_i) + b sum_i w_i. So decode "point" composites the
   task MLPs' hidden layer and applies their last layer once per ray (`composite_task_hidden`, `task_outputs`;
   the hidden layer is recomputed in backward: `_CompositeOfTaskHidden`), and decode "ray" runs only the density row
-  of the shared MLP's second layer per sample and its feature rows once per ray (`density_composite_from_parts`).
+  of the shared MLP's second layer per sample and its feature rows once per ray (`density_composite_from_parts`;
+  the hidden layer and its density row are one autograd node, `_DensityRowOfReluSum`, whose backward forms the
+  hidden layer's gradient in one pass, and the compositing's backward takes broadcast products instead of per-ray
+  rank-1 matmuls, `_Composite`).
 """
 
 from __future__ import annotations
@@ -97,6 +100,30 @@ class _CompositeOfTaskHidden(torch.autograd.Function):
         return grad_weights, grad_feature.view(feature.shape).to(feature.dtype), grad_weight, grad_bias
 
 
+class _Composite(torch.autograd.Function):
+    """`composite` (sum_i w_i v_i) as a batched (1 x N) @ (N x C) matmul. Backward forms the values' gradient
+    w_i g_c as a broadcast product and the weights' v_i . g as a dot product over channels: autograd's own backward
+    runs them as per-ray (N x 1) @ (1 x C) and (N x C) @ (C x 1) matmuls, on CPU several times slower than one pass
+    each."""
+
+    @staticmethod
+    def forward(ctx, weights, values):  # type: ignore[override]
+        ctx.save_for_backward(weights, values)
+        return (weights[..., None, :] @ values)[..., 0, :]
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        weights, values = ctx.saved_tensors
+        grad_weights = grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_weights = torch.linalg.vecdot(values.to(grad.dtype), grad[..., None, :]).sum_to_size(weights.shape)
+            grad_weights = grad_weights.to(weights.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_values = (weights.to(grad.dtype)[..., None] * grad[..., None, :]).sum_to_size(values.shape)
+            grad_values = grad_values.to(values.dtype)
+        return grad_weights, grad_values
+
+
 class _DensityRowOfReluSum(torch.autograd.Function):
     """The per-sample hidden layer h = relu(a + b + c) of the first layer's parts (a, b, c (..., H) broadcasting to
     the samples) and its density row s = h . w + bias (weight (1, H), bias (1,)): both outputs of one function, so
@@ -172,7 +199,9 @@ def density_composite_from_parts(field: TriplaneField, a: torch.Tensor, b: torch
 
     def composite_feature(weights: torch.Tensor) -> torch.Tensor:
         opacity = accumulated_opacity(weights)
-        return F.linear(composite(weights, hidden), weight) + bias * opacity[..., None].to(bias.dtype)
+        dtype = torch.promote_types(weights.dtype, hidden.dtype)  # as `composite`
+        composited = _Composite.apply(weights.to(dtype), hidden.to(dtype))
+        return F.linear(composited, weight) + bias * opacity[..., None].to(bias.dtype)
 
     return field.activation(sigma), composite_feature
 

@@ -33,34 +33,11 @@ def render_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     return transmittance * alpha
 
 
-class _Composite(torch.autograd.Function):
-    """sum_i w_i v_i as a batched (1 x N) @ (N x C) matmul. Backward forms the values' gradient w_i g_c as a
-    broadcast product and the weights' v_i . g as a dot product over channels: autograd's own backward runs them as
-    per-ray (N x 1) @ (1 x C) and (N x C) @ (C x 1) matmuls, on CPU several times slower than one pass each."""
-
-    @staticmethod
-    def forward(ctx, weights, values):  # type: ignore[override]
-        ctx.save_for_backward(weights, values)
-        return (weights[..., None, :] @ values)[..., 0, :]
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        weights, values = ctx.saved_tensors
-        grad_weights = grad_values = None
-        if ctx.needs_input_grad[0]:
-            grad_weights = torch.linalg.vecdot(values.to(grad.dtype), grad[..., None, :]).sum_to_size(weights.shape)
-            grad_weights = grad_weights.to(weights.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_values = (weights.to(grad.dtype)[..., None] * grad[..., None, :]).sum_to_size(values.shape)
-            grad_values = grad_values.to(values.dtype)
-        return grad_weights, grad_values
-
-
 def composite(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """sum_i w_i v_i: weights (..., N), values (..., N, C) -> (..., C). Leftover mass (1 - opacity) renders 0.
     Computed in the promoted dtype of the two (under autocast the matmul picks its own)."""
     dtype = torch.promote_types(weights.dtype, values.dtype)
-    return _Composite.apply(weights.to(dtype), values.to(dtype))
+    return torch.einsum("...n,...nc->...c", weights.to(dtype), values.to(dtype))
 
 
 def accumulated_opacity(weights: torch.Tensor) -> torch.Tensor:
