@@ -12,9 +12,9 @@ gradients (tests/test_regularizer_paths.py). They use three linearities:
   (`_LinearOfReluSum`);
 - bilinear resizing and the projector's 1x1 convolution commute (both linear, the resize's weights sum to 1, so
   the bias passes through): planes smaller than the features (`plane_size`) are resized before the convolution,
-  which then runs on the smaller grid (`FusedRegularizer.planes`, `resize_planes`); and features that fuse several
-  scales (upsampled and concatenated, `HostOutput.scales`) are projected scale by scale, each by its block of the
-  convolution's weight at its own resolution, and the narrow projections upsampled and summed
+  which then runs on the smaller grid (`FusedRegularizer.planes`, `resize_planes`); otherwise features that fuse
+  several scales (upsampled and concatenated, `HostOutput.scales`) are projected scale by scale, each by its block
+  of the convolution's weight at its own resolution, and the narrow projections upsampled and summed
   (`project_scales`): the convolution and the resizes then touch 3C channels instead of the features' D;
 - compositing is linear: sum_i w_i (W h_i + b) = W (sum_i w_i h_i) + b sum_i w_i. So decode "point" composites the
   task MLPs' hidden layer and applies their last layer once per ray (`composite_task_hidden`, `task_outputs`;
@@ -268,18 +268,19 @@ class FusedRegularizer(Regularizer):
     factored = True  # grid cameras hand the field a `CubeGrid`; others still get points
 
     def planes(self, features: torch.Tensor, scales: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """The projector's planes of features (B, D, h, w): with the `scales` they fuse, projected scale by scale
-        (`project_scales`) and then resized to `plane_size`; without, resized first when `plane_size` is smaller:
-        resize(conv(x)) = conv(resize(x)), with the convolution on the smaller grid."""
+        """The projector's planes of features (B, D, h, w). A `plane_size` smaller than the features: resized
+        first, resize(conv(x)) = conv(resize(x)), with the convolution on the smaller grid (cheaper than projecting
+        the scales at their own sizes and upsampling the projections to the finest). Otherwise, with the `scales`
+        the features fuse, projected scale by scale (`project_scales`), then resized to a larger `plane_size`."""
         projector, size = self.projector, self.projector.plane_size
-        if scales is not None and len(scales) > 1 and sum(x.shape[1] for x in scales) == features.shape[1]:
+        if size is not None and size[0] * size[1] < features.shape[-2] * features.shape[-1]:
+            planes = projector.conv(resize_planes(features, size))
+        elif scales is not None and len(scales) > 1 and sum(x.shape[1] for x in scales) == features.shape[1]:
             planes = project_scales(projector.conv, scales)
             if size is not None and tuple(planes.shape[-2:]) != tuple(size):
-                planes = resize_planes(planes, size)
-        elif size is None or size[0] * size[1] >= features.shape[-2] * features.shape[-1]:
-            return projector(features)
+                planes = resize_bilinear(planes, size)
         else:
-            planes = projector.conv(resize_planes(features, size))
+            return projector(features)
         return planes.view(planes.shape[0], 3, projector.plane_channels, *planes.shape[-2:])
 
     def field_function(self, planes: torch.Tensor) -> FieldFn:
