@@ -151,7 +151,7 @@ class _DensityRowOfReluSum(torch.autograd.Function):
         flat = grad_sigma.reshape(1, -1)
         grad_weight = (flat @ hidden.reshape(flat.shape[1], -1).to(dtype)).to(weight.dtype)
         grad_bias = flat.sum(1).to(weight.dtype)
-        return (*(grad.sum_to_size(shape).to(dtype) for shape, dtype in ctx.parts), grad_weight, grad_bias)
+        return (*(grad.sum_to_size(shape).to(part_dtype) for shape, part_dtype in ctx.parts), grad_weight, grad_bias)
 
 
 def _task_hidden(feature: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
