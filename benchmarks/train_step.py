@@ -10,8 +10,9 @@ Peak memory comes from separate processes, one per variant and run, so the two a
 resident size of one process varies by 5-10% between processes of the same code (allocator and thread timing), so
 it is the median of `--memory-runs` processes (default 3; each process's figure is kept under `memory_runs`).
 Prints one JSON object: per-variant wall ms/step, CPU ms/step (process time of all threads: steadier than wall time
-on a shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1` measures the work itself: with two
-threads a thread waiting for a descheduled partner spins and inflates both clocks.
+on a shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1`
+measures the work itself: with two threads a thread waiting for a descheduled partner spins and inflates both
+clocks.
 """
 
 from __future__ import annotations
