@@ -6,9 +6,12 @@ Uses random images and labels of the preset's training size (no dataset needed).
 one process: the preset's model with and without the regularizer (each built as its config builds it, with its own
 optimizer) take alternate training steps, so both see the same machine state (a second process of the same code on
 a VM differs by 10% or more, which is more than the effects measured here); medians over `--steps` steps each.
-Peak memory comes from separate processes, one per variant and run, so the two are not shared: on CPU the peak
-resident size of one process varies by 5-10% between processes of the same code (allocator and thread timing), so
-it is the median of `--memory-runs` processes (default 3; each process's figure is kept under `memory_runs`).
+Peak memory comes from separate processes, one per variant and run, so the two are not shared. On CUDA it is
+`torch.cuda.max_memory_allocated`: the bytes of live tensors. On CPU two figures: `peak_mb`, the peak resident size,
+which varies by 5-10% between processes of the same code (allocator caching and thread timing), so it is the median of
+`--memory-runs` processes (each process's figure kept under `memory_runs`), and `peak_tensor_mb`, the most bytes of
+live tensors at once (what CUDA's figure counts), from the profiler's allocation records (`tensor_peak_mb`): the same
+in every process of the same code, and free of the runtime's fixed few hundred MB, so its growth is the larger.
 Prints one JSON object: per-variant wall ms/step, CPU ms/step (process time of all threads: steadier than wall time
 on a shared machine) and peak MB, and the overheads (with / without - 1). On a busy machine, `--threads 1`
 measures the work itself: with two threads a thread waiting for a descheduled partner spins and inflates both
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import torch
 
@@ -93,6 +97,37 @@ def peak_memory(args) -> dict:
             "params_inference": sum(p.numel() for p in model.net.parameters())}
 
 
+def tensor_peak_mb(run: Callable[[], object]) -> float:
+    """The most MB of CPU tensors alive at once while `run` executes, from the profiler's allocation records: each
+    carries the CPU allocator's running total of the bytes it handed out under the profiler and has not had back. With
+    the model, the optimizer and the steps all made under the profiler, that total is every tensor's bytes.
+    (torch's internal record API: the profiler's public tables give each operation's allocations, not the total.)"""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    peak, events = 0, list(prof.profiler.kineto_results.experimental_event_tree())
+    while events:
+        event = events.pop()
+        events.extend(event.children)
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            peak = max(peak, event.extra_fields.total_allocated)
+    return peak / 2**20
+
+
+def tensor_memory(args) -> dict:
+    """This process (one variant, CPU): `tensor_peak_mb` of building the step and taking the warm-up steps."""
+    setup_process(args)
+
+    def run() -> None:
+        step, _ = build_step(args, args.variant)
+        for _ in range(args.warmup + 2):
+            step()
+
+    return {"peak_tensor_mb": round(tensor_peak_mb(run), 1)}
+
+
 def step_times(args) -> dict[str, dict[str, list[float]]]:
     """Both variants in this process, alternating step by step: wall and CPU milliseconds of every timed step."""
     setup_process(args)
@@ -120,24 +155,33 @@ def main() -> None:
     parser.add_argument("--memory-runs", type=int, default=3, help="processes per variant for peak memory (median)")
     parser.add_argument("--set", action="append", default=[], help="extra config overrides")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--tensors", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(peak_memory(args)))
+        print(json.dumps(tensor_memory(args) if args.tensors else peak_memory(args)))
         return
+
+    def measured(variant: str, *flags: str) -> dict:
+        cmd = [sys.executable, __file__, "--variant", variant, *flags, *sys.argv[1:]]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     memory = {variant: [] for variant in VARIANTS}
     for _ in range(max(1, args.memory_runs)):
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-            memory[variant].append(json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                                             text=True).stdout.strip().splitlines()[-1]))
+            memory[variant].append(measured(variant))
+    tensors = {variant: measured(variant, "--tensors") if args.device == "cpu" else {} for variant in VARIANTS}
     times = step_times(args)
     results = {variant: {"ms_per_step": round(statistics.median(times[variant]["ms"]), 2),
                          "cpu_ms_per_step": round(statistics.median(times[variant]["cpu_ms"]), 2),
                          **memory[variant][0],
                          "peak_mb": statistics.median(run["peak_mb"] for run in memory[variant]),
-                         "memory_runs": [run["peak_mb"] for run in memory[variant]]} for variant in VARIANTS}
+                         "memory_runs": [run["peak_mb"] for run in memory[variant]],
+                         **tensors[variant]} for variant in VARIANTS}
 
-    def overhead(key: str) -> float:
+    def overhead(key: str) -> float | None:
+        if key not in results["noreg"]:
+            return None
         return round(results["reg"][key] / results["noreg"][key] - 1.0, 4)
 
     from mtl3dcli.environment import describe
@@ -147,6 +191,7 @@ def main() -> None:
                       "without_regularizer": results["noreg"], "with_regularizer": results["reg"],
                       "step_time_overhead": overhead("ms_per_step"),
                       "cpu_time_overhead": overhead("cpu_ms_per_step"), "peak_memory_growth": overhead("peak_mb"),
+                      "peak_tensor_growth": overhead("peak_tensor_mb"),
                       "runs": {variant: {key: [round(t, 2) for t in values] for key, values in times[variant].items()}
                                for variant in VARIANTS}}))
 

@@ -16,7 +16,8 @@ from mtl3dcli.models import regularizer as plain_module
 from mtl3dcli.models.build import build_model
 from mtl3dcli.models.layers import fuse_scales
 from mtl3dcli.models.regularizer import Regularizer, current_field_name, trunc_exp
-from mtl3dcli.models.regularizer_fused import FusedRegularizer, _CompositeOfTaskHidden, _LinearOfReluSum
+from mtl3dcli.models.regularizer_fused import (FusedRegularizer, _Composite, _CompositeOfTaskHidden,
+                                               _DensityRowOfReluSum, _LinearOfReluSum, _ReluSum)
 
 META = DatasetMeta(name="t", tasks=["semseg", "depth", "normals", "edge"], classes={"semseg": list("abcde")},
                    depth_range=(0.5, 5.0))
@@ -127,7 +128,7 @@ def test_named_layers_load_weights_saved_with_positional_names(tmp_path):
 
 @pytest.mark.slow
 def test_recomputing_autograd_functions_pass_gradcheck():
-    # the two custom backward passes of the fused path (activations recomputed instead of kept), in float64
+    # the custom backward passes of the fused path that recompute activations instead of keeping them, in float64
     g = torch.Generator().manual_seed(0)
 
     def rand(*shape, positive=False):
@@ -142,6 +143,14 @@ def test_recomputing_autograd_functions_pass_gradcheck():
     out = rand(2, 3, 5, 9)
     assert torch.autograd.gradcheck(lambda w, o, W, b: _CompositeOfTaskHidden.apply(w, o[..., 1:], W, b),
                                     (rand(2, 3, 5, positive=True), out, rand(6, 8), rand(6)))
+
+    def ray_decoding(a, b, c, weight, bias):
+        # the density row and the compositing of one hidden layer, recomputed once in backward for both
+        source = _ReluSum(a, b, c)
+        sigma, hidden = _DensityRowOfReluSum.apply(a, b, c, weight, bias, source)
+        return _Composite.apply(torch.sigmoid(sigma), hidden, source)
+
+    assert torch.autograd.gradcheck(ray_decoding, (*parts, rand(1, 5), rand(1)))
 
 
 @pytest.mark.parametrize("decode", ["point", "ray"])
@@ -196,3 +205,19 @@ def test_fused_scales_are_projected_scale_by_scale(tmp_path, plane_size):
     torch.testing.assert_close(planes[0], planes[1], rtol=0, atol=1e-12)
     for grad_f, grad_p in zip(*grads):
         torch.testing.assert_close(grad_f, grad_p, rtol=1e-12, atol=1e-12)
+
+
+def test_ray_decoding_keeps_no_per_sample_hidden_layer_for_backward(tmp_path):
+    # the widest per-sample tensor of ray decoding, the shared MLP's hidden layer (B, h, w, N, H), is recomputed in
+    # backward (`_ReluSum`): nothing the fused render saves for backward is that large, where the plain path keeps it
+    fused, plain, features = _pair(tmp_path, "regularizer.decode=ray", "regularizer.chunk=100000")
+    (h, w), config = fused.config.render_size, fused.config
+    hidden_layer = features.shape[0] * h * w * config.samples * config.density_hidden
+
+    def largest_saved(reg) -> int:
+        sizes, planes = [], reg.planes(features.clone().requires_grad_())
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            reg.render(planes, _own_view(reg))
+        return max(sizes)
+
+    assert largest_saved(fused) < hidden_layer <= largest_saved(plain)

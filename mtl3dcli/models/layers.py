@@ -104,6 +104,12 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def upsample_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`resize_bilinear` of one (B, C, h, w) map to `size` (made contiguous first: a strided view, such as a
+    rendered map, would resize into a channels-last output); a map already at `size` is returned as it is."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else resize_bilinear(x.contiguous(), size)
+
+
 def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Bilinearly resize several (B, C_t, h, w) maps of one size to `size`. Maps already at `size` are returned as they
     are. Small CPU maps (`_resize_separable`) resize one by one, each output its own contiguous tensor (a split of one
@@ -116,7 +122,7 @@ def upsample_maps(maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[
     if tuple(first.shape[-2:]) == tuple(size):
         return dict(maps)
     if _separable(first):
-        return {name: resize_bilinear(maps[name], size) for name in names}
+        return {name: upsample_map(maps[name], size) for name in names}
     stacked = resize_bilinear(torch.cat([maps[n] for n in names], dim=1), size)
     return dict(zip(names, stacked.split([maps[n].shape[1] for n in names], dim=1)))
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from mtl3dcli.config import RegularizerConfig
 from mtl3dcli.errors import Mtl3dError
-from mtl3dcli.models.layers import resize_bilinear, upsample_maps
+from mtl3dcli.models.layers import resize_bilinear, upsample_map
 from mtl3dcli.render.cameras import NDCCamera, OrthographicCamera, PinholeCamera, RenderCamera
 from mtl3dcli.render.rays import CubeSamples
 from mtl3dcli.render.triplane import sample_triplane, triplane_feature_dim
@@ -271,9 +271,11 @@ class Regularizer(nn.Module):
 def task_losses(tasks: list[Task], maps: dict[str, torch.Tensor], size: tuple[int, int],
                 labels: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """L_t(up(Y_t), label_t): each rendered map (B, C_t, h, w) upsampled (bilinear) to the labels' `size` and
-    scored by its task's loss where `valid`. {task: unweighted loss} in the order of `tasks`."""
-    up = upsample_maps(maps, size)
-    return {t.name: t.loss(up[t.name], labels[t.name], valid[t.name]) for t in tasks}
+    scored by its task's loss where `valid`. {task: unweighted loss} in the order of `tasks`. Each map is upsampled
+    just before its loss, on its own: a full-size map is then freed as soon as its loss no longer needs it (the
+    segmentation logits once their log-softmax is taken), where one stack split among the tasks would stay whole
+    while any loss keeps its slice; this lowers the training step's memory peak, at the end of the losses."""
+    return {t.name: t.loss(upsample_map(maps[t.name], size), labels[t.name], valid[t.name]) for t in tasks}
 
 
 def rendered_losses(reg: Regularizer, planes: torch.Tensor, camera: RenderCamera, size: tuple[int, int],

@@ -22,7 +22,7 @@ gradients (tests/test_regularizer_paths.py). They use three linearities:
   of the shared MLP's second layer per sample and its feature rows once per ray (`density_composite_from_parts`;
   the hidden layer and its density row are one autograd node, `_DensityRowOfReluSum`, whose backward forms the
   hidden layer's gradient in one pass, and the compositing's backward takes broadcast products instead of per-ray
-  rank-1 matmuls, `_Composite`).
+  rank-1 matmuls, `_Composite`; neither keeps the hidden layer, which is recomputed once in backward, `_ReluSum`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(grad, output.to(grad.dtype), 0)
 
 
+def _relu_sum(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """relu(a + b + c) of broadcasting parts, in one new tensor (the same rounding wherever it is recomputed)."""
+    return (a + b).add_(c).relu_()
+
+
 class _LinearOfReluSum(torch.autograd.Function):
     """linear(relu(a + b + c), weight, bias) for a, b, c (..., D) broadcasting to the samples (the first layer's
     parts over the tri-plane reads): the per-sample hidden layer relu(a + b + c) is not kept for backward but
@@ -56,14 +61,14 @@ class _LinearOfReluSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, c, weight, bias):  # type: ignore[override]
-        hidden = (a + b).add_(c).relu_()
+        hidden = _relu_sum(a, b, c)
         ctx.save_for_backward(a, b, c, weight)
         return F.linear(hidden, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         a, b, c, weight = ctx.saved_tensors
-        hidden = (a + b).add_(c).relu_()
+        hidden = _relu_sum(a, b, c)
         flat = grad.reshape(-1, grad.shape[-1])
         grad_weight = (flat.t() @ hidden.reshape(-1, hidden.shape[-1]).to(flat.dtype)).to(weight.dtype)
         grad_bias = flat.sum(0).to(weight.dtype)
@@ -100,47 +105,75 @@ class _CompositeOfTaskHidden(torch.autograd.Function):
         return grad_weights, grad_feature.view(feature.shape).to(feature.dtype), grad_weight, grad_bias
 
 
+class _ReluSum:
+    """h = relu(a + b + c) of the first layer's parts (a, b, c (..., H) broadcasting to the samples) for the two
+    autograd nodes of decode "ray" that read it per sample, the density row (`_DensityRowOfReluSum`) and the
+    compositing (`_Composite`): neither keeps it for backward. The first of them to run backward recomputes it (two
+    adds and a ReLU), the density row, which runs last, drops it. So the widest per-sample tensor of the render is not
+    held from the forward to the backward: the end of the forward is a training step's memory peak."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+        self.parts = (a, b, c)
+        self._recomputed: torch.Tensor | None = None
+
+    def compute(self) -> torch.Tensor:
+        return _relu_sum(*self.parts)
+
+    def recomputed(self) -> torch.Tensor:
+        if self._recomputed is None:
+            self._recomputed = self.compute()
+        return self._recomputed
+
+    def release(self) -> None:
+        self._recomputed = None
+
+
 class _Composite(torch.autograd.Function):
     """`composite` (sum_i w_i v_i) as a batched (1 x N) @ (N x C) matmul. Backward forms the values' gradient
     w_i g_c as a broadcast product and the weights' v_i . g as a dot product over channels: autograd's own backward
     runs them as per-ray (N x 1) @ (1 x C) and (N x C) @ (C x 1) matmuls, on CPU several times slower than one pass
-    each."""
+    each. With a `source` (`_ReluSum`) the values are not kept but recomputed in backward."""
 
     @staticmethod
-    def forward(ctx, weights, values):  # type: ignore[override]
-        ctx.save_for_backward(weights, values)
+    def forward(ctx, weights, values, source=None):  # type: ignore[override]
+        ctx.source, ctx.values = source, (values.shape, values.dtype)
+        ctx.save_for_backward(weights, *([values] if source is None else []))
         return (weights[..., None, :] @ values)[..., 0, :]
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        weights, values = ctx.saved_tensors
+        weights, *kept = ctx.saved_tensors
+        shape, dtype = ctx.values
+        values = kept[0] if ctx.source is None else ctx.source.recomputed().view(shape)
         grad_weights = grad_values = None
         if ctx.needs_input_grad[0]:
             grad_weights = torch.linalg.vecdot(values.to(grad.dtype), grad[..., None, :]).sum_to_size(weights.shape)
             grad_weights = grad_weights.to(weights.dtype)
         if ctx.needs_input_grad[1]:
-            grad_values = (weights.to(grad.dtype)[..., None] * grad[..., None, :]).sum_to_size(values.shape)
-            grad_values = grad_values.to(values.dtype)
-        return grad_weights, grad_values
+            grad_values = (weights.to(grad.dtype)[..., None] * grad[..., None, :]).sum_to_size(shape).to(dtype)
+        return grad_weights, grad_values, None
 
 
 class _DensityRowOfReluSum(torch.autograd.Function):
-    """The per-sample hidden layer h = relu(a + b + c) of the first layer's parts (a, b, c (..., H) broadcasting to
-    the samples) and its density row s = h . w + bias (weight (1, H), bias (1,)): both outputs of one function, so
-    backward gets both gradients at once and forms h's in one pass, g_h + g_s w, where autograd would run the density
-    row's backward as a (samples x 1) @ (1 x H) matmul and then add the two per-sample gradients. Then the ReLU mask
-    and each part's gradient summed over the dimensions it was broadcast along, as `_LinearOfReluSum`."""
+    """The per-sample hidden layer h = relu(a + b + c) of the first layer's parts (`source`, a `_ReluSum`) and its
+    density row s = h . w + bias (weight (1, H), bias (1,)): both outputs of one function, so backward gets both
+    gradients at once and forms h's in one pass, g_h + g_s w, where autograd would run the density row's backward as
+    a (samples x 1) @ (1 x H) matmul and then add the two per-sample gradients. Then the ReLU mask and each part's
+    gradient summed over the dimensions it was broadcast along, as `_LinearOfReluSum`. h is not kept: backward takes
+    it from the source, recomputed."""
 
     @staticmethod
-    def forward(ctx, a, b, c, weight, bias):  # type: ignore[override]
-        hidden = (a + b).add_(c).relu_()
-        ctx.save_for_backward(hidden, weight)
-        ctx.parts = [(x.shape, x.dtype) for x in (a, b, c)]
+    def forward(ctx, a, b, c, weight, bias, source):  # type: ignore[override]
+        hidden = source.compute()
+        ctx.source = source
+        ctx.save_for_backward(weight)
         return (hidden @ weight[0].to(hidden.dtype)).add_(bias.to(hidden.dtype)), hidden
 
     @staticmethod
     def backward(ctx, grad_sigma, grad_hidden):  # type: ignore[override]
-        hidden, weight = ctx.saved_tensors
+        weight, = ctx.saved_tensors
+        hidden = ctx.source.recomputed()
+        ctx.source.release()
         dtype = grad_sigma.dtype
         row = weight[0].to(dtype)
         if grad_hidden is None:
@@ -151,7 +184,7 @@ class _DensityRowOfReluSum(torch.autograd.Function):
         flat = grad_sigma.reshape(1, -1)
         grad_weight = (flat @ hidden.reshape(flat.shape[1], -1).to(dtype)).to(weight.dtype)
         grad_bias = flat.sum(1).to(weight.dtype)
-        return (*(grad.sum_to_size(shape).to(part_dtype) for shape, part_dtype in ctx.parts), grad_weight, grad_bias)
+        return (*(grad.sum_to_size(x.shape).to(x.dtype) for x in ctx.source.parts), grad_weight, grad_bias, None)
 
 
 def _task_hidden(feature: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
@@ -190,17 +223,18 @@ def density_composite_from_parts(field: TriplaneField, a: torch.Tensor, b: torch
     broadcasting to (B, h, w, N, H), r = h w). The second layer's feature rows are linear, so
     sum_i w_i (W h_i + b) = W (sum_i w_i h_i) + b opacity: only its density row runs per sample and W once per ray
     (the per-sample (1 + F) x H matmul was ray decoding's largest cost at host sizes). The function maps weights
-    (B, r, N) to the composited feature (B, r, F); autograd keeps one per-sample tensor, the hidden layer h, as the
-    plain layer kept its output."""
+    (B, r, N) to the composited feature (B, r, F); autograd keeps no per-sample tensor of H channels: the hidden
+    layer h is recomputed in backward (`_ReluSum`)."""
     second = field.shared_out
-    sigma, hidden = _DensityRowOfReluSum.apply(a, b, c, second.weight[:1], second.bias[:1])
+    source = _ReluSum(a, b, c)
+    sigma, hidden = _DensityRowOfReluSum.apply(a, b, c, second.weight[:1], second.bias[:1], source)
     sigma, hidden = sigma.flatten(1, 2), hidden.flatten(1, 2)
     weight, bias = second.weight[1:], second.bias[1:]
 
     def composite_feature(weights: torch.Tensor) -> torch.Tensor:
         opacity = accumulated_opacity(weights)
         dtype = torch.promote_types(weights.dtype, hidden.dtype)  # as `composite`
-        composited = _Composite.apply(weights.to(dtype), hidden.to(dtype))
+        composited = _Composite.apply(weights.to(dtype), hidden.to(dtype), source)
         return F.linear(composited, weight) + bias * opacity[..., None].to(bias.dtype)
 
     return field.activation(sigma), composite_feature
