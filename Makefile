@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/render_throughput.py
 	$(BIN)/python benchmarks/train_step.py --preset demo
 	$(BIN)/python benchmarks/train_step.py --preset hrnet18 --batch-size 2 --steps 10
-	$(BIN)/python benchmarks/train_step.py --preset mtinet-hrnet18-nyuv2 --batch-size 2 --steps 10
+	$(BIN)/python benchmarks/train_step.py --preset mtinet-hrnet18-nyuv2 --batch-size 2 --steps 30
 	$(BIN)/python benchmarks/regularizer_step.py --preset hrnet18 --batch-size 2
 	$(BIN)/python benchmarks/regularizer_step.py --preset hrnet18 --batch-size 2 --set regularizer.decode=point
 	$(BIN)/python benchmarks/regularizer_step.py --preset demo

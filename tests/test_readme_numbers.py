@@ -145,7 +145,9 @@ def _step_cell(stem: str) -> str:
     without, with_ = (passes[0][k]["ms_per_step"] for k in ("without_regularizer", "with_regularizer"))
     scale, unit, digits = (1000, "s", 2) if without >= 1000 else (1, "ms", 1)
     cell = f"{without / scale:.{digits}f} → {with_ / scale:.{digits}f} {unit}: {_ratio(passes[0])}"
-    return cell + (f" (other passes: {', '.join(_ratio(p) for p in passes[1:])})" if passes[1:] else "")
+    cell += f" (other passes: {', '.join(_ratio(p) for p in passes[1:])})" if passes[1:] else ""
+    growth = passes[0].get("peak_tensor_growth")  # the same in every pass: a count of bytes, not a timing
+    return cell + (f"; peak tensor memory {growth:+.1%}" if growth is not None else "")
 
 
 def _parity_cell(stem: str) -> str:
