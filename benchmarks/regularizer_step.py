@@ -9,8 +9,11 @@ Random images of the preset's training size go through the host once (no gradien
 random (bench_data). The step is the training objective's own `rendered_losses` on the planes. Prints one JSON
 object: median and minimum milliseconds per regularizer step, and `parts_ms`, the median forward + backward time of
 each stage alone on fixed (detached) inputs: projector (features -> planes), render (planes -> maps), upsample
-(maps -> label size) and losses. Timed directly, interleaved with the whole step: torch.profiler distorts these
-stages (on CPU it reported the projector convolution's backward 10-20x slower than it runs unprofiled).
+(maps -> label size) and losses. Each stage's backward takes fixed random gradients of its outputs' shapes, dense as
+in a step: the gradient of a `.sum()` is one value broadcast (stride 0), which some kernels first copy or take a
+slow path on (it made the projector's convolution backward alone look 2-3x its cost in a step). Timed directly,
+interleaved with the whole step: torch.profiler distorts these stages (on CPU it reported the projector
+convolution's backward 10-20x slower than it runs unprofiled).
 """
 
 from __future__ import annotations
@@ -59,15 +62,24 @@ def stages(args) -> tuple[dict, dict]:
     def total(maps: dict[str, torch.Tensor]) -> torch.Tensor:
         return sum(value.sum() for value in maps.values())
 
+    def backward(maps: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+        torch.autograd.backward([maps[name] for name in grads], list(grads.values()))
+
+    def dense_grads(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fixed random output gradients (`backward`): dense like a step's, where a sum's is broadcast."""
+        return {name: torch.randn_like(value) for name, value in maps.items()}
+
     planes = reg.planes(features, scales).detach().requires_grad_()
     rendered = leaf(reg.render(planes, camera, stratified=True).tasks)
     upsampled = leaf(upsample_maps(rendered, size))
+    grads = {"planes": dense_grads({"planes": planes}), "render": dense_grads(rendered),
+             "upsample": dense_grads(upsampled)}
     runs = {
         "step": lambda: total(rendered_losses(reg, reg.planes(features, scales), camera, size, labels, valid,
                                               True)).backward(),
-        "projector": lambda: reg.planes(features, scales).sum().backward(),
-        "render": lambda: total(reg.render(planes, camera, stratified=True).tasks).backward(),
-        "upsample": lambda: total(upsample_maps(rendered, size)).backward(),
+        "projector": lambda: backward({"planes": reg.planes(features, scales)}, grads["planes"]),
+        "render": lambda: backward(reg.render(planes, camera, stratified=True).tasks, grads["render"]),
+        "upsample": lambda: backward(upsample_maps(rendered, size), grads["upsample"]),
         "losses": lambda: total({t.name: t.loss(upsampled[t.name], labels[t.name], valid[t.name])
                                  for t in reg.tasks}).backward(),
     }
