@@ -421,3 +421,18 @@ def test_render_throughput_times_the_regularizers_own_field(extra):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["field"] == ("Regularizer" if extra else "FusedRegularizer")
     assert report["rays"] == 24 and report["ms_per_batch"] > 0
+
+
+@pytest.mark.slow
+def test_regularizer_step_times_every_stage_of_the_training_regularizer():
+    # the demo's regularizer at tiny sizes (the fixed-cost row of docs/cost.md): one step, each stage's backward fed
+    # dense gradients of its outputs' shapes
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "regularizer_step.py"
+    args = ["--preset", "demo", "--batch-size", "2", "--set", "regularizer.render_size=[2,2]", "--set",
+            "regularizer.samples=2", "--set", "data.size=[64,64]", "--steps", "1", "--warmup", "0"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["render_size"] == [2, 2] and report["samples"] == 2 and report["batch_size"] == 2
+    assert set(report["parts_ms"]) == {"projector", "render", "upsample", "losses"}
+    assert all(ms > 0 for ms in [report["ms_per_step_median"], *report["parts_ms"].values()])
