@@ -26,6 +26,24 @@ import time
 import torch
 
 
+def leaf(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached copies of the maps that take gradients: a stage's fixed inputs."""
+    return {name: value.detach().requires_grad_() for name, value in maps.items()}
+
+
+def total(maps: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sum(value.sum() for value in maps.values())
+
+
+def dense_grads(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fixed random output gradients for `backward`: dense like a step's, where a sum's is one value broadcast."""
+    return {name: torch.randn_like(value) for name, value in maps.items()}
+
+
+def backward(maps: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
+    torch.autograd.backward([maps[name] for name in grads], list(grads.values()))
+
+
 def stages(args) -> tuple[dict, dict]:
     """The whole regularizer step and its four stages, as closures over one model and batch; and what was built."""
     from bench_data import bench_meta, fake_batch
@@ -55,19 +73,6 @@ def stages(args) -> tuple[dict, dict]:
     reg = model.regularizer
     camera = reg.view_camera(batch["K"], size)
     labels, valid = batch["labels"], batch["valid"]
-
-    def leaf(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {name: value.detach().requires_grad_() for name, value in maps.items()}
-
-    def total(maps: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(value.sum() for value in maps.values())
-
-    def backward(maps: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]) -> None:
-        torch.autograd.backward([maps[name] for name in grads], list(grads.values()))
-
-    def dense_grads(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fixed random output gradients (`backward`): dense like a step's, where a sum's is broadcast."""
-        return {name: torch.randn_like(value) for name, value in maps.items()}
 
     planes = reg.planes(features, scales).detach().requires_grad_()
     rendered = leaf(reg.render(planes, camera, stratified=True).tasks)
