@@ -10,10 +10,10 @@ random (bench_data). The step is the training objective's own `rendered_losses` 
 object: median and minimum milliseconds per regularizer step, and `parts_ms`, the median forward + backward time of
 each stage alone on fixed (detached) inputs: projector (features -> planes), render (planes -> maps), upsample
 (maps -> label size) and losses. Each stage's backward takes fixed random gradients of its outputs' shapes, dense as
-in a step: the gradient of a `.sum()` is one value broadcast (stride 0), which some kernels first copy or take a
-slow path on (it made the projector's convolution backward alone look 2-3x its cost in a step). Timed directly,
-interleaved with the whole step: torch.profiler distorts these stages (on CPU it reported the projector
-convolution's backward 10-20x slower than it runs unprofiled).
+in a step: the gradient of a `.sum()` is one value broadcast (stride 0), on which the small resizes' matrix-product
+backward runs over 10x slower (it made the demo's projector, which upsamples three coarse projections, read 9 ms
+alone for 3.5 in a step). Timed directly, interleaved with the whole step: torch.profiler distorts these stages (on
+CPU it reported the projector convolution's backward 10-20x slower than it runs unprofiled).
 """
 
 from __future__ import annotations
