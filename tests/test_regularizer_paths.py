@@ -186,9 +186,10 @@ def test_planes_smaller_than_the_features_are_resized_before_the_projection(tmp_
 @pytest.mark.parametrize("plane_size", [None, (4, 6), (3, 5), (12, 16)])
 def test_fused_scales_are_projected_scale_by_scale(tmp_path, plane_size):
     # conv(fuse_scales(x)) = sum_i up(W_i x_i) + b: the fused path projects each scale of the host's features at its
-    # own resolution (no plane_size; a larger one: then upsampled) or, for planes smaller than the features (an exact
-    # halving or not), convolves the resized features; the plain path projects the fused map. Values and the gradients of every scale and of the projector agree (in float64: exact but for
-    # rounding; float32 sums of the upsampled planes differ by 1e-4 relative where they nearly cancel)
+    # own resolution (no plane_size; a larger one: then upsampled) or, for planes smaller than the features (an
+    # exact halving or not), convolves the resized features; the plain path projects the fused map. Values and the
+    # gradients of every scale and of the projector agree (in float64: exact but for rounding; float32 sums of the
+    # upsampled planes differ by 1e-4 relative where they nearly cancel)
     extra = [] if plane_size is None else [f"regularizer.plane_size=[{plane_size[0]},{plane_size[1]}]"]
     fused, plain, _ = _pair(tmp_path, *extra)
     model = build_model(tiny_config(tmp_path), META)
